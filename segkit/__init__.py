@@ -1,0 +1,1 @@
+"""segkit: DeepLabV3+ on ADE20k with MosaicML's segmentation recipes."""

@@ -1,0 +1,88 @@
+"""Checkpoints: written atomically, read without running pickled code, checked against the model.
+
+A checkpoint is Composer's training state (``{"state": ..., "rng": ...}``) so that Composer's
+``Trainer(load_path=...)`` resumes it. Before Composer reads one (Composer uses
+``torch.load(weights_only=False)``), ``check_loadable`` reads it with ``weights_only=True``:
+a file that would need arbitrary code to unpickle, a truncated file, or one from another model
+is refused with a ``WeightsError`` naming it, and nothing is executed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from composer.core import State
+from torch.torch_version import TorchVersion
+from composer.utils import dist, reproducibility
+
+from segkit.errors import WeightsError
+from segkit.runs import atomic_write
+
+#: What a Composer checkpoint holds besides tensors and builtins: NumPy's RNG state (an array),
+#: the timestamp's durations and the torch version string. None of them runs code when rebuilt.
+_SAFE_GLOBALS = [np.ndarray, np.dtype, np.dtypes.UInt32DType, np._core.multiarray._reconstruct,
+                 datetime.timedelta, TorchVersion]
+
+
+def save(state: State, path: Path) -> None:
+    """Write the full training state to ``path`` atomically (rank 0 writes, every rank calls)."""
+    checkpoint = {"state": state.state_dict(), "rng": reproducibility.get_rng_state()}
+    if dist.get_global_rank() == 0:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write(path, lambda file: file.write(buffer.getbuffer()))
+    dist.barrier()
+
+
+def safe_load(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True`` (plus NumPy's array types); errors name the file."""
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    try:
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        raise WeightsError(f"{path} holds objects that loading would have to execute ({first_line}); "
+                           f"segkit only loads tensors and plain data: use a checkpoint written by segkit") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise WeightsError(f"{path} is truncated or not a PyTorch file ({str(error).splitlines()[0]}); "
+                           f"restore it or delete it to start over") from None
+
+
+def _check_matches(weights: dict[str, torch.Tensor], module: torch.nn.Module, path: Path) -> None:
+    expected = module.state_dict()
+    missing = [key for key in expected if key not in weights]
+    unexpected = [key for key in weights if key not in expected]
+    wrong = [key for key in expected.keys() & weights.keys() if weights[key].shape != expected[key].shape]
+    if missing or unexpected or wrong:
+        key = (wrong or missing or unexpected)[0]
+        detail = (f"{key} has shape {tuple(weights[key].shape)}, the model needs {tuple(expected[key].shape)}"
+                  if wrong else f"{'missing' if missing else 'unexpected'} key {key}")
+        raise WeightsError(f"{path} is from another model ({detail}); check the run's backbone, "
+                           f"profile and number of classes")
+
+
+def check_loadable(path: Path, model: torch.nn.Module) -> None:
+    """Check that ``path`` is a safe Composer checkpoint whose weights fit ``model``."""
+    checkpoint = safe_load(path)
+    weights = checkpoint.get("state", {}).get("model") if isinstance(checkpoint, dict) else None
+    if not isinstance(weights, dict):
+        raise WeightsError(f"{path} is not a segkit training checkpoint (it has no model state)")
+    _check_matches(weights, model, path)
+
+
+def load_weights(path: Path, module: torch.nn.Module) -> None:
+    """Load a plain weights file (a run's ``model.pt``) into ``module``, checking it fits."""
+    weights = safe_load(path)
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise WeightsError(f"{path} is not a weights file (a state dict of tensors)")
+    _check_matches(weights, module, path)
+    module.load_state_dict(weights)

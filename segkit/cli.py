@@ -1,0 +1,174 @@
+"""The ``segkit`` command: data, train, evaluate, recipes and notebooks.
+
+Every user error prints one line, ``segkit: error: ...``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from segkit.errors import SegkitError
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line that points at ``--help``."""
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_data_command(commands) -> None:
+    parser = commands.add_parser("data", help="generate the built-in dataset")
+    kinds = parser.add_subparsers(dest="kind", required=True, parser_class=OneLineParser)
+    scenes = kinds.add_parser("scenes", help="procedural scenes in the ADEChallengeData2016 layout")
+    scenes.add_argument("--out", required=True, help="folder to write (images/, annotations/, ...)")
+    scenes.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    scenes.add_argument("--train-images", type=int, default=200, help="training images (default 200)")
+    scenes.add_argument("--val-images", type=int, default=96, help="validation images (default 96)")
+
+
+def add_train_command(commands) -> None:
+    parser = commands.add_parser("train", help="train a recipe; re-running a run name resumes it")
+    parser.add_argument("--recipe", default="baseline", help="baseline, mild, medium, hot, or a .yaml file")
+    parser.add_argument("--data", default=None,
+                        help="'scenes' (built-in, the cpu default) or a folder with images/ and annotations/")
+    parser.add_argument("--profile", default="cpu", help="cpu (default), a100 (the reference job) or tiny")
+    parser.add_argument("--run-name", default=None, help="run folder name (default RECIPE-PROFILE-seedSEED)")
+    parser.add_argument("--save-folder", default="runs", help="where run folders go (default runs)")
+    parser.add_argument("--seed", type=int, default=17, help="seed (default 17, as the reference)")
+    parser.add_argument("--duration", default=None, help="override the length: e.g. 2ba or 10ep")
+    parser.add_argument("--weights", default=None,
+                        help="backbone init: imagenet, a local torchvision .pth file, or none")
+    parser.add_argument("--gpus", type=int, default=1,
+                        help="GPUs to train on; more than 1 launches through Composer's launcher (DDP)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="segkit", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    add_data_command(commands)
+    add_train_command(commands)
+    evaluate = commands.add_parser("evaluate", help="evaluate a run's weights")
+    evaluate.add_argument("run_folder", help="a run folder (runs/NAME)")
+    evaluate.add_argument("--data", default=None, help="data root (default: the run's own)")
+    recipes = commands.add_parser("recipes", help="list the recipes, or show one")
+    recipes.add_argument("name", nargs="?", help="a recipe name or .yaml file")
+    recipes.add_argument("--yaml", action="store_true", help="print the recipe as YAML (for --recipe FILE)")
+    recipes.add_argument("--profile", default=None, help="show the recipe scaled to this profile")
+    notebooks = commands.add_parser("notebooks", help="run the four notebooks headless and write a summary page")
+    notebooks.add_argument("--out", default="runs/notebooks", help="output folder (default runs/notebooks)")
+    notebooks.add_argument("--only", nargs="*", default=None, help="notebook names to run (default all)")
+    notebooks.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                           help="a notebook parameter, as papermill's -p")
+    return parser
+
+
+def run_data(args: argparse.Namespace) -> None:
+    from segkit.scenes import write_scenes
+
+    for name in ("train_images", "val_images"):
+        if getattr(args, name) < 1:
+            raise SegkitError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    root = write_scenes(args.out, seed=args.seed, train_images=args.train_images, val_images=args.val_images)
+    print(f"wrote {args.train_images} training and {args.val_images} validation scenes to {root}")
+
+
+def run_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.gpus < 1:
+        raise SegkitError(f"--gpus must be at least 1, got {args.gpus}")
+    if args.gpus > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(args.gpus, argv)
+    from segkit.profiles import get_profile
+    from segkit.training import train
+
+    profile = get_profile(args.profile)
+    data = args.data or profile.default_data
+    if data is None:
+        raise SegkitError(f"profile {profile.name!r} needs --data: the folder of an extracted ADEChallengeData2016")
+    result = train(args.recipe, data, profile, run_name=args.run_name, save_folder=args.save_folder,
+                   seed=args.seed, duration=args.duration, weights=args.weights)
+    print(f"{result.run.recipe} on {profile.name}: mIoU {result.miou:.2f}, pixel accuracy "
+          f"{result.pixel_accuracy:.2f}, {result.wall_time:.0f} s; run folder {result.folder}")
+    return 0
+
+
+def launch(gpus: int, argv: Sequence[str]) -> int:
+    """Re-run this command under Composer's launcher, one process per GPU."""
+    command = [sys.executable, "-m", "composer.cli.launcher", "-n", str(gpus), "-m", "segkit", *argv]
+    print("launching:", " ".join(command), flush=True)
+    return subprocess.call(command)
+
+
+def run_recipes(args: argparse.Namespace) -> None:
+    from segkit import recipes
+    from segkit.profiles import get_profile
+
+    if args.name is None:
+        for name in recipes.RECIPES:
+            recipe = recipes.get(name)
+            changed = recipe.changes()
+            changed.pop("name", None)
+            summary = ", ".join(f"{key}={ours}" for key, (_, ours) in changed.items()) or "the reference baseline"
+            print(f"{name:9s} {recipe.epochs:4d} ep  {summary}")
+        return
+    recipe, baseline = recipes.load(args.name), recipes.baseline()
+    if args.profile:
+        profile = get_profile(args.profile)
+        steps = (profile.scenes_train_images // profile.global_batch_size if profile.default_data == "scenes"
+                 else recipes.REFERENCE_STEPS_PER_EPOCH)
+        recipe, baseline = (recipes.scale(r, profile, steps_per_epoch=steps) for r in (recipe, baseline))
+    if args.yaml:
+        print(recipe.to_yaml(), end="")
+        return
+    for key, value in vars(recipe).items():
+        mark = "" if getattr(baseline, key) == value else f"   (baseline: {getattr(baseline, key)})"
+        print(f"{key:20s} {value}{mark}")
+
+
+def run_notebooks(args: argparse.Namespace) -> None:
+    from segkit.notebooks import run_all
+
+    run_all(args.out, only=args.only, parameters=dict(args.parameter))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "data":
+            run_data(args)
+        elif args.command == "train":
+            return run_train(args, argv)
+        elif args.command == "evaluate":
+            from segkit.training import evaluate
+
+            scores = evaluate(args.run_folder, args.data)
+            print(f"mIoU {scores['miou']:.2f}  pixel accuracy {scores['pixel_accuracy']:.2f}")
+        elif args.command == "recipes":
+            run_recipes(args)
+        elif args.command == "notebooks":
+            run_notebooks(args)
+    except SegkitError as error:
+        print(f"segkit: error: {one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("segkit: interrupted; run the same command again to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def one_line(error: Exception) -> str:
+    """The message of an error as one line (DataLoader workers wrap messages in a traceback)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

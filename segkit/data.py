@@ -1,0 +1,168 @@
+"""The ADE20k dataset in its ADEChallengeData2016 layout, and the loaders built on it.
+
+One code path reads the real extracted ADE20k and the built-in scenes (``segkit data scenes``),
+which are written in the same layout::
+
+    ROOT/images/{training,validation}/NAME.jpg
+    ROOT/annotations/{training,validation}/NAME.png    (8-bit class indices, 0 = unlabelled)
+    ROOT/objectInfo150.txt                              (class list; optional, 150 ADE classes if absent)
+
+Every problem with a folder or a file raises ``DataError`` naming it and saying what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from segkit.errors import DataError
+
+#: The splits of ADEChallengeData2016.
+SPLITS = ("training", "validation")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+ADE20K_NUM_CLASSES = 150
+
+
+def read_class_names(root: Path) -> tuple[str, ...] | None:
+    """Class names from ``objectInfo150.txt`` (tab-separated, name in the last column), if present."""
+    path = root / "objectInfo150.txt"
+    if not path.is_file():
+        return None
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:] if line.strip()]
+    if not rows or any(len(row) < 2 for row in rows):
+        raise DataError(f"{path} is not a tab-separated class list (Idx, ..., Name); fix or delete it")
+    return tuple(row[-1].strip() for row in rows)
+
+
+def find_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
+    """List ``(image, annotation)`` pairs of a split, checking the layout and the pairing."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist; pass the folder that holds images/ and "
+                        f"annotations/ (an extracted ADEChallengeData2016, or one written by "
+                        f"'segkit data scenes --out DIR')")
+    image_dir, label_dir = root / "images" / split, root / "annotations" / split
+    for folder in (image_dir, label_dir):
+        if not folder.is_dir():
+            nested = root / "ADEChallengeData2016"
+            hint = (f"; did you mean {nested}?" if nested.is_dir() else
+                    "; expected images/{training,validation} and annotations/{training,validation}")
+            raise DataError(f"data root {root} is not in the ADEChallengeData2016 layout: "
+                            f"{folder.relative_to(root)}/ is missing{hint}")
+    images = {p.stem: p for p in image_dir.iterdir()
+              if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
+    labels = {p.stem: p for p in label_dir.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith(".")}
+    if not images:
+        raise DataError(f"{image_dir} holds no images (.jpg, .jpeg or .png); check the data root")
+    unlabelled = sorted(images.keys() - labels.keys())
+    if unlabelled:
+        raise DataError(f"image {images[unlabelled[0]]} has no annotation {label_dir / unlabelled[0]}.png "
+                        f"({len(unlabelled)} images lack one); add the annotations or remove the images")
+    orphans = sorted(labels.keys() - images.keys())
+    if orphans:
+        raise DataError(f"annotation {labels[orphans[0]]} has no image in {image_dir} ({len(orphans)} "
+                        f"annotations lack one); add the images or remove the annotations")
+    return [(images[stem], labels[stem]) for stem in sorted(images)]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to uint8 RGB ``(H, W, 3)``: grayscale, RGBA and 16-bit handled."""
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            if picture.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit grayscale: keep the top 8 bits rather than clipping at 255.
+                pixels = np.asarray(picture, dtype=np.int64)
+                shift = 8 if pixels.max() > 255 else 0
+                gray = (pixels >> shift).clip(0, 255).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=2)
+            return np.array(picture.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"cannot read image {path} ({error}); replace or remove the file") from None
+
+
+def read_annotation(path: Path, num_classes: int) -> np.ndarray:
+    """Decode an annotation PNG to uint8 class indices ``(H, W)``, checking its values."""
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            if picture.mode not in ("L", "P", "I;16", "I;16B", "I;16L", "I"):
+                raise DataError(f"annotation {path} is a {picture.mode} image; annotations are "
+                                f"single-channel PNGs of class indices (0 = unlabelled)")
+            labels = np.array(picture, dtype=np.int64)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"cannot read annotation {path} ({error}); replace or remove the file") from None
+    if labels.max() > num_classes:
+        raise DataError(f"annotation {path} holds label {labels.max()}, but the dataset has {num_classes} "
+                        f"classes (labels 0..{num_classes}); fix the file or the class list")
+    return labels.astype(np.uint8)
+
+
+class ADE20k(Dataset):
+    """ADE20k (or any dataset in its layout): items are ``(image, mask)``.
+
+    Labels follow the reference: annotation 0 (unlabelled) becomes the ignore index -1 and
+    class k becomes k - 1, so masks hold ``-1..num_classes-1``.
+
+    Args:
+        root: the folder holding ``images/`` and ``annotations/``.
+        split: ``"training"`` or ``"validation"``.
+        transform: a paired transform taking ``(tv_tensors.Image, tv_tensors.Mask)``, such as
+            ``segkit.transforms.train_transform(512)``; ``None`` gives the full-size pair.
+
+    Shape:
+        - image: ``(3, H, W)`` uint8.
+        - mask: ``(H, W)`` int64 with -1 for ignored pixels.
+
+    Example:
+        >>> import tempfile
+        >>> from segkit.scenes import write_scenes
+        >>> root = write_scenes(tempfile.mkdtemp(), train_images=2, val_images=1)
+        >>> image, mask = ADE20k(root, "validation")[0]
+        >>> image.dtype, mask.dtype, int(mask.min()) >= -1
+        (torch.uint8, torch.int64, True)
+    """
+
+    def __init__(self, root: str | Path, split: str = "training",
+                 transform: Callable | None = None):
+        self.root = Path(root)
+        self.split = split
+        self.pairs = find_pairs(self.root, split)
+        names = read_class_names(self.root)
+        self.class_names = names if names is not None else tuple(f"class {k}" for k in range(1, 151))
+        if len(self.class_names) > 254:
+            raise DataError(f"{self.root} lists {len(self.class_names)} classes; at most 254 fit 8-bit masks")
+        self.transform = transform
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        """The raw pair: uint8 image ``(3, H, W)`` and uint8 mask ``(H, W)`` with ADE labels."""
+        image_path, label_path = self.pairs[index]
+        image = read_image(image_path)
+        labels = read_annotation(label_path, self.num_classes)
+        if image.shape[:2] != labels.shape:
+            raise DataError(f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its annotation "
+                            f"{label_path} is {labels.shape[1]}x{labels.shape[0]}; they must match")
+        return (tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1)),
+                tv_tensors.Mask(torch.from_numpy(labels)))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.load(index)
+        if self.transform is None:
+            return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long() - 1
+        return self.transform(image, mask)

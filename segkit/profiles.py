@@ -1,0 +1,82 @@
+"""Profiles: how big a run is, separately from which recipe it follows.
+
+A recipe says *what* training does (algorithms, schedule, relative duration); a profile says on
+what and at which size: image size, backbone, batch, precision, and ``epoch_scale``, the one
+number by which ``segkit.recipes.scale`` shrinks every recipe's duration. ``a100`` is the
+reference job (epoch_scale 1); ``cpu`` is the laptop demo; ``tiny`` is for tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from segkit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The size of a run. Every field is fixed for all recipes of a profile."""
+
+    name: str
+    image_size: int  # training crop and evaluation resize, pixels (512 in the reference)
+    backbone: str  # torchvision ResNet (resnet101 in the reference)
+    output_stride: int  # 8 in the reference; 16 halves the head's cost
+    head_channels: int  # ASPP/decoder width (512 in the reference)
+    weights: str | None  # backbone init: None (random), "imagenet" (download) or a local .pth path
+    global_batch_size: int  # images per optimizer step over all GPUs (128 in the reference)
+    microbatch_size: int | str  # per-device microbatch: an int, or "auto" (GPU only)
+    precision: str  # Composer precision: "fp32" on CPU, "amp_fp16" on GPU
+    epoch_scale: float  # profile epochs per reference epoch: recipe durations are multiplied by it
+    default_data: str | None  # data used when none is given: "scenes" (built-in) or None (must be given)
+    scenes_train_images: int  # size of the built-in set this profile generates
+    scenes_val_images: int
+    num_workers: int  # DataLoader worker processes per device
+    sync_batchnorm: bool  # BatchNorm statistics over all GPUs (the reference's yaml: true)
+    device: str  # "cpu" or "gpu"
+
+
+PROFILES = {
+    # The reference job: MosaicML's DeepLabV3+ on ADE20k, 8xA100 (also runs on fewer GPUs with the
+    # same global batch, split over them).
+    "a100": Profile(
+        name="a100", image_size=512, backbone="resnet101", output_stride=8, head_channels=512,
+        weights="imagenet", global_batch_size=128, microbatch_size="auto", precision="amp_fp16",
+        epoch_scale=1.0, default_data=None, scenes_train_images=20210, scenes_val_images=2000,
+        num_workers=8, sync_batchnorm=True, device="gpu",
+    ),
+    # A laptop: 2 CPU cores train the baseline in about a minute on the built-in scenes.
+    # The reference's 128 epochs become 16 (epoch_scale 1/8); lr stays at 0.08 although the batch
+    # is 8x smaller (see docs/recipes.md: linear scaling to 0.01 trains far slower from scratch).
+    "cpu": Profile(
+        name="cpu", image_size=64, backbone="resnet10", output_stride=16, head_channels=128,
+        weights=None, global_batch_size=16, microbatch_size=16, precision="fp32",
+        epoch_scale=1 / 8, default_data="scenes", scenes_train_images=200, scenes_val_images=96,
+        num_workers=0, sync_batchnorm=False, device="cpu",
+    ),
+    # Seconds per run: tests, notebook smoke runs, checking a setup.
+    "tiny": Profile(
+        name="tiny", image_size=32, backbone="resnet10", output_stride=16, head_channels=16,
+        weights=None, global_batch_size=4, microbatch_size=4, precision="fp32",
+        epoch_scale=1 / 64, default_data="scenes", scenes_train_images=16, scenes_val_images=8,
+        num_workers=0, sync_batchnorm=False, device="cpu",
+    ),
+}
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """Look a profile up by name (a ``Profile`` passes through).
+
+    Example:
+        >>> get_profile("cpu").image_size
+        64
+    """
+    if isinstance(name, Profile):
+        return name
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def profile_fields() -> list[str]:
+    """Names of the fields of ``Profile``, in order."""
+    return [field.name for field in fields(Profile)]

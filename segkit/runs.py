@@ -1,0 +1,155 @@
+"""Run folders: where a training run keeps its checkpoint, its weights and its ``metrics.json``.
+
+A run folder ``SAVE_FOLDER/RUN_NAME/`` holds::
+
+    metrics.json            what the run is (recipe, profile, data, seed, versions), its status and
+                            its history: one entry per evaluation (epoch, step, wall time, mIoU,
+                            pixel accuracy, train and validation losses, throughput)
+    checkpoints/latest.pt   the full training state after the last evaluation (resume point)
+    model.pt                the evaluated weights (EMA weights where the recipe has EMA), at the end
+
+Everything is written atomically (a temporary file in the same folder, then ``os.replace``),
+so a run killed at any moment leaves either the old file or the new one, never a torn one.
+This module is plain Python: notebooks, plots and widgets read runs through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from segkit.errors import ConfigError, RunError
+
+METRICS_FILE = "metrics.json"
+CHECKPOINT_FILE = Path("checkpoints") / "latest.pt"
+WEIGHTS_FILE = "model.pt"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_run_name(name: str) -> str:
+    """A run name is a plain folder name: letters, digits, '.', '_' and '-'."""
+    if not isinstance(name, str) or not _RUN_NAME.match(name):
+        raise ConfigError(f"run name {name!r} must be 1-100 letters, digits, '.', '_' or '-' "
+                          f"(it names a folder), starting with a letter or digit")
+    return name
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``write(file)`` so that it is replaced whole or not at all.
+
+    A full disk or any other OS error removes the partial temporary file, leaves the previous
+    ``path`` untouched and raises ``RunError`` naming the file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
+        os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        reason = "the disk is full" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else str(error)
+        raise RunError(f"could not write {path}: {reason}; the previous version of the file is intact, "
+                       f"free space and run the same command again to continue") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    text = json.dumps(data, indent=1, allow_nan=False).encode()
+    atomic_write(path, lambda file: file.write(text))
+
+
+def prepare_run_folder(folder: Path) -> Path:
+    """Create ``folder`` (and parents) and prove it writable, or raise ``RunError`` saying so."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise RunError(f"cannot write run folder {folder} ({error.strerror or error}); pass a writable "
+                       f"--save-folder") from None
+    return folder
+
+
+@dataclass
+class Run:
+    """A run folder as data: its description, status and evaluation history.
+
+    Attributes:
+        folder: the run folder.
+        info: what ``metrics.json`` holds besides the history (recipe, profile, data, seed, ...).
+        history: one dict per evaluation, oldest first.
+    """
+
+    folder: Path
+    info: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Run:
+        """Read a run folder (or its ``metrics.json``)."""
+        folder = Path(folder)
+        path = folder if folder.name == METRICS_FILE else folder / METRICS_FILE
+        if not path.is_file():
+            raise RunError(f"{path.parent} is not a run folder: it has no {METRICS_FILE}")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RunError(f"{path} is not valid JSON ({error})") from None
+        history = data.pop("history", [])
+        return cls(folder=path.parent, info=data, history=history)
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def recipe(self) -> str:
+        return self.info.get("recipe", {}).get("name", "?")
+
+    @property
+    def status(self) -> str:
+        return self.info.get("status", "unknown")
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The last evaluation, or an empty dict before the first one."""
+        return self.history[-1] if self.history else {}
+
+    def series(self, key: str) -> tuple[list[float], list[float], list[float]]:
+        """``(epochs, wall_times, values)`` of one history field, for plotting."""
+        rows = [row for row in self.history if row.get(key) is not None]
+        return ([row["epoch"] for row in rows], [row["wall_time"] for row in rows], [row[key] for row in rows])
+
+    def time_to_reach(self, miou: float) -> float | None:
+        """Wall time (s) at the first evaluation with mIoU >= ``miou``; None if never reached."""
+        return next((row["wall_time"] for row in self.history if row["miou"] >= miou), None)
+
+    def write(self) -> None:
+        write_json(self.folder / METRICS_FILE, {**self.info, "history": self.history})
+
+
+def find_runs(save_folder: str | Path) -> dict[str, Run]:
+    """Every run folder directly under ``save_folder``, by name (unreadable ones are skipped)."""
+    runs = {}
+    for metrics in sorted(Path(save_folder).glob(f"*/{METRICS_FILE}")):
+        with contextlib.suppress(RunError):
+            runs[metrics.parent.name] = Run.load(metrics.parent)
+    return runs

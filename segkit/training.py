@@ -1,0 +1,487 @@
+"""Training on MosaicML Composer: ``train()`` builds data, model, optimizer and algorithms from a
+recipe and a profile, runs Composer's ``Trainer`` and keeps a run folder (``segkit.runs``).
+
+Composer is the engine and stays in this module and ``segkit.algorithms``: the rest of segkit
+is plain PyTorch. The flow of ``train()`` reads top to bottom:
+
+    resolve recipe, profile, data  ->  scale the recipe to the profile (segkit.recipes.scale)
+    -> run folder (new, or resume from checkpoints/latest.pt)  ->  model, optimizer, schedule
+    -> Trainer(..., algorithms=recipe.algorithms())  ->  fit  ->  metrics.json and model.pt
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import math
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from composer import Callback, ComposerModel, Event, State, Trainer
+from composer.core import Time
+from composer.loggers import Logger
+from composer.optim import CosineAnnealingScheduler, DecoupledSGDW
+from composer.utils import dist, reproducibility
+from torch.utils.data import DataLoader, DistributedSampler
+from torchmetrics import Metric
+
+from segkit import checkpoints, recipes
+from segkit.data import ADE20k
+from segkit.errors import ConfigError, RunError
+from segkit.losses import SegmentationLoss
+from segkit.metrics import MeanIoU, PixelAccuracy, iou_per_class
+from segkit.model import deeplabv3plus
+from segkit.profiles import Profile, get_profile
+from segkit.recipes import Recipe
+from segkit.runs import CHECKPOINT_FILE, WEIGHTS_FILE, Run, atomic_write, check_run_name, prepare_run_folder
+from segkit.scenes import builtin_scenes
+from segkit.transforms import eval_transform, normalize, train_transform
+
+#: The reference seed (mosaicml/examples deeplab yaml).
+DEFAULT_SEED = 17
+
+# Composer notices that say nothing to a segkit user (all checked against composer 0.32.1).
+_QUIET = [
+    r".*No optimizer was specified.*",
+    r".*The `compute_training_metrics`.*",
+    r".*Negative label indices.*",
+    r".*is not a registered metric.*",
+]
+
+
+class SegmentationModel(ComposerModel):
+    """The Composer view of a segmentation network: forward, loss and evaluation metrics.
+
+    Batches are ``(images, masks)`` with uint8 (or MixUp's float) images on the 0-255 scale;
+    normalization happens here, on the device, as in the reference.
+    """
+
+    def __init__(self, module: torch.nn.Module, num_classes: int, loss: SegmentationLoss):
+        super().__init__()
+        self.module = module
+        self.loss_fn = loss
+        self.val_metrics = {
+            "miou": MeanIoU(num_classes),
+            "pixel_accuracy": PixelAccuracy(num_classes),
+            "val_loss": ValidationLoss(loss),
+        }
+
+    def forward(self, batch: tuple[torch.Tensor, Any]) -> torch.Tensor:
+        images, _ = batch
+        return self.module(normalize(images))
+
+    def loss(self, outputs: torch.Tensor, batch: tuple[torch.Tensor, Any]) -> dict[str, torch.Tensor]:
+        return self.loss_fn(outputs, batch[1])
+
+    def eval_forward(self, batch, outputs: torch.Tensor | None = None) -> torch.Tensor:
+        return outputs if outputs is not None else self.forward(batch)
+
+    def get_metrics(self, is_train: bool = False) -> dict:
+        return {} if is_train else self.val_metrics
+
+    def update_metric(self, batch, outputs: torch.Tensor, metric) -> None:
+        metric.update(outputs, batch[1])
+
+
+class ValidationLoss(Metric):
+    """The training objective averaged over evaluation batches."""
+
+    full_state_update = False
+
+    def __init__(self, loss: SegmentationLoss):
+        super().__init__()
+        self.loss_fn = loss
+        self.add_state("total", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("batches", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        self.total += self.loss_fn(logits, target)["total"].double()
+        self.batches += 1
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.batches.clamp_min(1)
+
+
+class RunRecorder(Callback):
+    """Keeps the run folder: history, checkpoint and metrics.json after every evaluation.
+
+    After each evaluation round it appends a history entry, writes ``checkpoints/latest.pt``
+    atomically, then ``metrics.json`` (so the history on disk never runs ahead of the
+    checkpoint). Its own state (history, training wall time) travels inside the checkpoint, so
+    a resumed run continues the same history. A non-finite loss stops training with a
+    ``RunError`` before anything is saved over the last good checkpoint.
+    """
+
+    def __init__(self, run: Run, print_progress: bool = True):
+        self.run = run
+        self.print_progress = print_progress
+        self.wall_time = 0.0  # seconds of fit() so far, over all sessions of the run
+        self._session_start = 0.0
+        self._wall_time_at_session_start = 0.0
+        self._losses: dict[str, float] = {}
+        self._loss_batches = 0
+        self._train_seconds = 0.0
+        self._train_samples = 0
+        self._interval_start = 0.0
+
+    # --- state carried in checkpoints ---
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.run.history), "wall_time": self._now()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run.history = list(state["history"])
+        self.wall_time = float(state["wall_time"])
+
+    # --- events ---
+    def fit_start(self, state: State, logger: Logger) -> None:
+        self._session_start = time.monotonic()
+        self._wall_time_at_session_start = self.wall_time
+        self._interval_start = time.monotonic()
+        self.run.info["status"] = "running"
+        if dist.get_global_rank() == 0:
+            self.run.write()
+
+    def batch_end(self, state: State, logger: Logger) -> None:
+        losses = state.total_loss_dict
+        total = losses.get("loss/train/total", math.nan)
+        if not math.isfinite(total):
+            raise RunError(
+                f"the training loss became {total} at step {int(state.timestamp.batch)} (epoch "
+                f"{int(state.timestamp.epoch) + 1}); the last good checkpoint is kept in "
+                f"{self.run.folder / CHECKPOINT_FILE}; lower the learning rate or check the data")
+        for key, value in losses.items():
+            name = "train_" + key.removeprefix("loss/train/").replace("total", "loss")
+            self._losses[name] = self._losses.get(name, 0.0) + value
+        self._loss_batches += 1
+        self._train_samples += int(state.timestamp.sample - state.previous_timestamp.sample)
+
+    def eval_before_all(self, state: State, logger: Logger) -> None:
+        self._train_seconds += time.monotonic() - self._interval_start
+
+    def eval_after_all(self, state: State, logger: Logger) -> None:
+        metrics = state.eval_metrics["eval"]
+        entry = {
+            "epoch": round(state.timestamp.epoch.value + state.timestamp.batch_in_epoch.value
+                           / max(1, state.dataloader_len.value if state.dataloader_len else 1), 4),
+            "step": int(state.timestamp.batch),
+            "wall_time": round(self._now(), 3),
+            "miou": round(float(metrics["miou"].compute()), 4),
+            "pixel_accuracy": round(float(metrics["pixel_accuracy"].compute()), 4),
+            "val_loss": round(float(metrics["val_loss"].compute()), 5),
+            **{key: round(total / max(1, self._loss_batches), 5) for key, total in self._losses.items()},
+            "images_per_second": round(self._train_samples / self._train_seconds, 2)
+            if self._train_seconds > 0 else None,
+        }
+        self.run.history.append(entry)
+        self.run.info["per_class_iou"] = dict(zip(
+            self.run.info["data"]["class_names"],
+            [None if math.isnan(v) else round(v, 3) for v in iou_per_class(metrics["miou"].confusion).tolist()],
+            strict=True))
+        checkpoints.save(state, self.run.folder / CHECKPOINT_FILE)
+        if dist.get_global_rank() == 0:
+            self.run.write()
+            if self.print_progress:
+                print(progress_line(entry, self.run.info["duration"]), flush=True)
+        self._losses, self._loss_batches = {}, 0
+        self._train_seconds, self._train_samples = 0.0, 0
+        self._interval_start = time.monotonic()
+
+    def _now(self) -> float:
+        if not self._session_start:
+            return self.wall_time
+        return self._wall_time_at_session_start + time.monotonic() - self._session_start
+
+
+def progress_line(entry: dict[str, Any], duration: str) -> str:
+    """One line per evaluation, for logs and papermill outputs."""
+    return (f"epoch {entry['epoch']:g} of {duration}  step {entry['step']}  mIoU {entry['miou']:.2f}  "
+            f"pixel acc {entry['pixel_accuracy']:.2f}  train loss {entry.get('train_loss', math.nan):.4f}  "
+            f"({entry['wall_time']:.0f} s)")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What ``train`` returns: the run folder and its final numbers."""
+
+    folder: Path
+    run: Run
+    miou: float
+    pixel_accuracy: float
+    wall_time: float
+    resumed: bool
+
+
+def resolve_data(data: str | Path, profile: Profile) -> Path:
+    """``"scenes"`` -> the built-in set for this profile (generated once); anything else -> a path."""
+    if str(data) == "scenes":
+        if profile.default_data != "scenes":
+            raise ConfigError(f"profile {profile.name!r} trains on ADE20k: pass the folder of an extracted "
+                              f"ADEChallengeData2016 as data")
+        return builtin_scenes(train_images=profile.scenes_train_images, val_images=profile.scenes_val_images)
+    return Path(data).expanduser()
+
+
+def parse_duration(duration: str | None) -> Time | None:
+    """A Composer time string such as ``"2ba"`` or ``"10ep"``, checked."""
+    if duration is None:
+        return None
+    try:
+        parsed = Time.from_timestring(str(duration))
+    except (ValueError, TypeError):
+        parsed = None
+    if parsed is None or parsed.unit.value not in ("ba", "ep") or parsed.value < 1:
+        raise ConfigError(f"duration {duration!r} must be a positive number of batches or epochs, "
+                          f"like '2ba' or '10ep'")
+    return parsed
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for package in ("segkit", "mosaicml", "torch", "torchvision", "numpy"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[package] = version(package)
+    return versions
+
+
+def build_loaders(train_set: ADE20k, val_set: ADE20k, profile: Profile, device_batch: int,
+                  seed: int) -> tuple[DataLoader, DataLoader]:
+    """Shuffled, drop-last training loader and an in-order evaluation loader, split over GPUs."""
+    world, rank = dist.get_world_size(), dist.get_global_rank()
+    common = {"batch_size": device_batch, "num_workers": profile.num_workers,
+              "pin_memory": profile.device == "gpu", "persistent_workers": profile.num_workers > 0}
+    train_loader = DataLoader(
+        train_set, drop_last=True, **common,
+        sampler=DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                                   drop_last=True))
+    val_loader = DataLoader(
+        val_set, **common,
+        sampler=DistributedSampler(val_set, num_replicas=world, rank=rank, shuffle=False))
+    return train_loader, val_loader
+
+
+def train(
+    recipe: str | Path | Recipe = "baseline",
+    data: str | Path = "scenes",
+    profile: str | Profile = "cpu",
+    *,
+    run_name: str | None = None,
+    save_folder: str | Path = "runs",
+    seed: int = DEFAULT_SEED,
+    duration: str | None = None,
+    weights: str | None = None,
+    callbacks: Sequence[Callback] = (),
+    print_progress: bool = True,
+    progress_bar: bool | None = None,
+) -> RunResult:
+    """Train a recipe on a profile and keep a run folder; resume it if it exists.
+
+    Args:
+        recipe: a recipe name (``baseline``, ``mild``, ``medium``, ``hot``), a recipe YAML file, or
+            a ``Recipe`` at the reference scale.
+        data: ``"scenes"`` (the built-in set) or the folder holding ``images/`` and ``annotations/``.
+        profile: ``"cpu"`` (default), ``"a100"`` (the reference job) or ``"tiny"``.
+        run_name: folder name under ``save_folder``; defaults to ``{recipe}-{profile}-seed{seed}``.
+            Running again with the same name resumes from the last checkpoint.
+        save_folder: where run folders go.
+        seed: seeds model init, data order, augmentation and algorithms.
+        duration: overrides the scaled recipe's length, e.g. ``"2ba"`` or ``"10ep"``.
+        weights: backbone init overriding the profile's: ``"imagenet"``, a local ``.pth`` or ``"none"``.
+        callbacks: extra Composer callbacks (live plots use this).
+        print_progress: print one line per evaluation.
+        progress_bar: Composer's progress bar; by default shown when stdout is a terminal.
+
+    Returns:
+        A ``RunResult`` with the run folder and the final mIoU.
+
+    Raises:
+        ConfigError, DataError, WeightsError, RunError: bad input, with a message saying what to do.
+    """
+    profile = get_profile(profile)
+    recipe = recipe if isinstance(recipe, Recipe) else recipes.load(recipe)
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    max_duration = parse_duration(duration)
+    run_name = check_run_name(run_name or f"{recipe.name}-{profile.name}-seed{seed}")
+    if profile.device == "gpu" and not torch.cuda.is_available():
+        raise ConfigError(f"profile {profile.name!r} trains on CUDA GPUs and none is available; "
+                          f"use --profile cpu")
+    world = dist.get_world_size()
+    if profile.global_batch_size % world:
+        raise ConfigError(f"the global batch {profile.global_batch_size} does not split over {world} GPUs")
+    device_batch = profile.global_batch_size // world
+
+    data_root = resolve_data(data, profile)
+    train_set = ADE20k(data_root, "training", train_transform(profile.image_size))
+    val_set = ADE20k(data_root, "validation", eval_transform(profile.image_size))
+    train_loader, val_loader = build_loaders(train_set, val_set, profile, device_batch, seed)
+    if len(train_loader) == 0:
+        raise ConfigError(f"{data_root} has {len(train_set)} training images, fewer than one batch of "
+                          f"{device_batch} per device; add images or use a smaller profile")
+    scaled = recipes.scale(recipe, profile, steps_per_epoch=len(train_loader))
+    epochs_text = f"{scaled.epochs}ep"
+
+    folder = prepare_run_folder(Path(save_folder).expanduser() / run_name)
+    info = {
+        "run_name": run_name,
+        "status": "starting",
+        "recipe": dataclasses.asdict(recipe),
+        "plan": dataclasses.asdict(scaled),
+        "profile": dataclasses.asdict(profile),
+        "data": {"root": str(data_root.resolve()), "train_images": len(train_set), "val_images": len(val_set),
+                 "num_classes": train_set.num_classes, "class_names": list(train_set.class_names)},
+        "seed": seed,
+        "duration": str(max_duration) if max_duration else epochs_text,
+        "world_size": world,
+        "versions": package_versions(),
+        "command": " ".join(sys.argv),
+    }
+    checkpoint_path = folder / CHECKPOINT_FILE
+    resuming = checkpoint_path.exists()
+    run = Run(folder=folder, info=info)
+    if resuming or (folder / "metrics.json").exists():
+        previous = Run.load(folder)
+        check_same_run(previous.info, info, folder)
+        run.history = previous.history
+
+    reproducibility.seed_all(seed)  # model init is part of the run
+    backbone_weights = weights if weights is not None else profile.weights
+    module = deeplabv3plus(
+        profile.backbone, train_set.num_classes, profile.output_stride,
+        # a resumed run takes its weights from the checkpoint: no download, no file needed
+        weights=None if resuming or backbone_weights in (None, "none") else backbone_weights,
+        head_channels=profile.head_channels)
+    if profile.sync_batchnorm and world > 1:
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    model = SegmentationModel(module, train_set.num_classes,
+                              SegmentationLoss(scaled.ce_weight, scaled.dice_weight))
+    if resuming:
+        checkpoints.check_loadable(checkpoint_path, model)
+    optimizer = DecoupledSGDW(model.parameters(), lr=scaled.lr, momentum=scaled.momentum,
+                              weight_decay=scaled.weight_decay)
+    schedulers = [CosineAnnealingScheduler(t_max="1dur", alpha_f=0.0)] if scaled.lr_schedule == "cosine" else []
+    recorder = RunRecorder(run, print_progress=print_progress)
+
+    if progress_bar is None:
+        progress_bar = sys.stdout.isatty() and "ipykernel" not in sys.modules
+    with warnings.catch_warnings():
+        for pattern in _QUIET:
+            warnings.filterwarnings("ignore", message=pattern)
+        trainer = Trainer(
+            model=model,
+            train_dataloader=train_loader,
+            eval_dataloader=val_loader,
+            max_duration=max_duration or epochs_text,
+            optimizers=optimizer,
+            schedulers=schedulers,
+            step_schedulers_every_batch=True,
+            algorithms=scaled.algorithms(),
+            callbacks=[recorder, *callbacks],
+            loggers=[],
+            run_name=run_name,
+            seed=seed,
+            device=profile.device,
+            precision=profile.precision,
+            device_train_microbatch_size=profile.microbatch_size if profile.device == "gpu"
+            else min(profile.microbatch_size, device_batch),
+            load_path=str(checkpoint_path) if resuming else None,
+            progress_bar=progress_bar,
+            log_to_console=False,
+            python_log_level=None,
+        )
+        try:
+            elapsed = trainer.state.get_elapsed_duration()
+            if elapsed is not None and elapsed >= 1:
+                if print_progress:
+                    print(f"run {run_name} has already finished; nothing to train", flush=True)
+            else:
+                trainer.fit()
+        finally:
+            trainer.close()
+    if dist.get_global_rank() == 0:
+        save_weights(trainer, folder / WEIGHTS_FILE)
+        run.info["status"] = "finished"
+        run.write()
+    final = run.final
+    return RunResult(folder=folder, run=run, miou=final.get("miou", math.nan),
+                     pixel_accuracy=final.get("pixel_accuracy", math.nan),
+                     wall_time=final.get("wall_time", math.nan), resumed=resuming)
+
+
+def check_same_run(previous: dict[str, Any], current: dict[str, Any], folder: Path) -> None:
+    """A run folder is only resumed by the same run: same recipe, profile, data, seed and length."""
+    def short(value: Any) -> Any:
+        return value.get("name") if isinstance(value, dict) else value
+
+    for key in ("recipe", "profile", "seed", "duration"):
+        if previous.get(key) != current.get(key):
+            raise RunError(
+                f"run folder {folder} holds a run with another {key} ({short(previous.get(key))!r}; "
+                f"this command asks for {short(current.get(key))!r}); choose another --run-name, "
+                f"or delete the folder to start over")
+    if previous.get("data", {}).get("root") != current["data"]["root"]:
+        raise RunError(f"run folder {folder} was trained on {previous.get('data', {}).get('root')}, not "
+                       f"{current['data']['root']}; choose another --run-name")
+
+
+def save_weights(trainer: Trainer, path: Path) -> None:
+    """Save the weights that were evaluated (EMA weights where EMA ran) as a plain state dict."""
+    from composer.algorithms import EMA
+
+    module = trainer.state.model.module
+    state = {key: value.detach().clone() for key, value in module.state_dict().items()}
+    for algorithm in trainer.state.algorithms:
+        if isinstance(algorithm, EMA) and algorithm.ema_started and not algorithm.ema_weights_active:
+            averaged = {**algorithm.ema_model.named_parameters_dict, **algorithm.ema_model.named_buffers_dict}
+            state.update({key.removeprefix("module."): value.detach().clone() for key, value in averaged.items()
+                          if key.removeprefix("module.") in state})
+    state = {key: value.contiguous() for key, value in state.items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, lambda file: file.write(buffer.getvalue()))
+
+
+def load_model(run_folder: str | Path) -> tuple[torch.nn.Module, Run]:
+    """The trained network of a run folder (its ``model.pt``), in eval mode, with the run.
+
+    Example:
+        ``model, run = load_model("runs/baseline-cpu-seed17")``
+    """
+    run = Run.load(run_folder)
+    profile = run.info["profile"]
+    module = deeplabv3plus(profile["backbone"], run.info["data"]["num_classes"], profile["output_stride"],
+                           head_channels=profile["head_channels"])
+    checkpoints.load_weights(run.folder / WEIGHTS_FILE, module)
+    return module.eval(), run
+
+
+def evaluate(run_folder: str | Path, data: str | Path | None = None) -> dict[str, float]:
+    """Evaluate a run's weights on a validation split (the run's own data by default).
+
+    Returns:
+        ``{"miou": ..., "pixel_accuracy": ...}`` in percent.
+    """
+    from segkit.metrics import confusion_matrix, mean_iou, pixel_accuracy
+
+    module, run = load_model(run_folder)
+    size = run.info["profile"]["image_size"]
+    dataset = ADE20k(data or run.info["data"]["root"], "validation", eval_transform(size))
+    if dataset.num_classes != run.info["data"]["num_classes"]:
+        raise ConfigError(f"{dataset.root} has {dataset.num_classes} classes; the run was trained on "
+                          f"{run.info['data']['num_classes']}")
+    confusion = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64)
+    with torch.no_grad():
+        for images, masks in DataLoader(dataset, batch_size=16):
+            predictions = module(normalize(images)).argmax(1)
+            confusion += confusion_matrix(predictions, masks, dataset.num_classes)
+    return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion)}
+

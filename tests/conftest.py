@@ -1,0 +1,67 @@
+"""Shared fixtures: generated data in the exact ADEChallengeData2016 layout, nothing downloaded."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segkit.scenes import write_scenes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """Built-in datasets go to a per-session cache, never the user's home."""
+    os.environ["SEGKIT_DATA"] = str(tmp_path_factory.mktemp("segkit-cache"))
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+
+
+def write_pair(root: Path, split: str, name: str, image: np.ndarray, labels: np.ndarray,
+               image_mode: str | None = None) -> None:
+    """Write one image/annotation pair of the ADE layout."""
+    (root / "images" / split).mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / split).mkdir(parents=True, exist_ok=True)
+    picture = Image.fromarray(image)
+    if image_mode:
+        picture = picture.convert(image_mode)
+    suffix = ".png" if image_mode == "RGBA" else ".jpg"
+    picture.save(root / "images" / split / f"{name}{suffix}")
+    Image.fromarray(labels.astype(np.uint8)).save(root / "annotations" / split / f"{name}.png")
+
+
+@pytest.fixture
+def ade_root(tmp_path) -> Path:
+    """A small ADE20k-format folder with known labels: 150 classes, no class list (as the real one
+    when objectInfo150.txt is left out), a grayscale JPEG among the training images."""
+    root = tmp_path / "ADEChallengeData2016"
+    rng = np.random.default_rng(0)
+    for split, count in (("training", 4), ("validation", 2)):
+        prefix = "ADE_train" if split == "training" else "ADE_val"
+        for index in range(1, count + 1):
+            labels = np.zeros((40, 48), dtype=np.uint8)
+            labels[:20] = 1  # top half: ADE class 1 -> training label 0
+            labels[20:, :24] = 150  # bottom-left: ADE class 150 -> training label 149
+            image = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+            mode = "L" if (split, index) == ("training", 2) else None
+            write_pair(root, split, f"{prefix}_{index:08d}", image, labels, mode)
+    return root
+
+
+@pytest.fixture(scope="session")
+def scenes_root(tmp_path_factory) -> Path:
+    """A small built-in scenes set (the same generator as the CPU profile's, fewer images)."""
+    return write_scenes(tmp_path_factory.mktemp("scenes"), train_images=8, val_images=4)
+
+
+def run_segkit(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real ``segkit`` command in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "segkit", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "error"})

@@ -1,0 +1,122 @@
+"""Each algorithm of a recipe really acts in a short training run, and SAM checkpoints right."""
+
+from __future__ import annotations
+
+import torch
+from composer import Callback
+from composer.algorithms import EMA
+
+from segkit.algorithms import SAMOptimizer, SegmentationMixUp, mix_batch
+from segkit.losses import MixedMasks
+from segkit.training import train
+
+
+class Spy(Callback):
+    """Records what the trainer does, batch by batch."""
+
+    def __init__(self):
+        self.forwards_per_batch: list[int] = []
+        self.batches: list = []
+        self.channels_last: list[bool] = []
+        self.eval_weights_are_ema: list[bool] = []
+        self._forwards = 0
+        self._averaged: dict = {}
+        self._trained: dict = {}
+
+    def batch_start(self, state, logger):
+        self._forwards = 0
+
+    def before_forward(self, state, logger):
+        self._forwards += 1
+        self.batches.append(state.batch)
+        conv = state.model.module.backbone.conv1.weight
+        self.channels_last.append(conv.is_contiguous(memory_format=torch.channels_last))
+
+    def batch_end(self, state, logger):
+        self.forwards_per_batch.append(self._forwards)
+        # Algorithms act before callbacks: EMA has updated its average for this batch by now.
+        ema = next(a for a in state.algorithms if isinstance(a, EMA))
+        self._averaged = {n: p.clone() for n, p in ema.ema_model.named_parameters_dict.items()}
+        self._trained = {n: p.detach().clone() for n, p in state.model.named_parameters()}
+
+    def eval_start(self, state, logger):
+        live = dict(state.model.named_parameters())
+        self.eval_weights_are_ema.append(
+            all(torch.equal(live[n], v) for n, v in self._averaged.items())
+            and not all(torch.equal(live[n], v) for n, v in self._trained.items()))
+
+
+def test_medium_algorithms_act(tmp_path, scenes_root):
+    spy = Spy()
+    result = train("medium", scenes_root, "tiny", duration="4ba", save_folder=tmp_path,
+                   callbacks=[spy], print_progress=False)
+    # SAM (interval 2): every second step takes a second forward-backward at w + e(w).
+    assert spy.forwards_per_batch == [1, 2, 1, 2]
+    # MixUp: every training forward sees mixed float images and a two-mask target.
+    assert all(isinstance(target, MixedMasks) and images.dtype == torch.float32 for images, target in spy.batches)
+    assert any(0.5 <= target.lam < 1 for _, target in spy.batches)
+    # Channels-last: the network's weights are NHWC during training.
+    assert all(spy.channels_last)
+    # EMA: evaluation runs on the averaged weights.
+    assert spy.eval_weights_are_ema == [True, True]
+    assert result.run.history[-1]["miou"] >= 0
+
+
+def test_model_file_holds_the_ema_weights(tmp_path, scenes_root):
+    result = train("mild", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    saved = torch.load(result.folder / "model.pt", weights_only=True)
+    checkpoint = torch.load(result.folder / "checkpoints" / "latest.pt", weights_only=False)
+    ema = dict(checkpoint["state"]["algorithms"])["EMA"]  # (name, state) pairs
+    assert ema["ema_weights_active"] is False
+    averaged = ema["ema_model"]["named_parameters_dict"]
+    for name, value in averaged.items():
+        assert torch.equal(saved[name.removeprefix("module.")], value), name
+    trained = checkpoint["state"]["model"]
+    assert any(not torch.equal(trained[n], v) for n, v in averaged.items())  # training weights differ
+
+
+def test_mix_batch_blends_images_and_keeps_both_masks():
+    images = torch.stack([torch.zeros(3, 2, 2), torch.full((3, 2, 2), 100.0)])
+    masks = torch.tensor([[[0, 1], [1, -1]], [[2, 2], [2, 2]]])
+    mixed, target = mix_batch(images, masks, 0.2, torch.tensor([1, 0]))
+    assert torch.allclose(mixed[0], torch.full((3, 2, 2), 20.0)) and torch.allclose(mixed[1], torch.full((3, 2, 2), 80.0))
+    assert torch.equal(target.first, masks) and torch.equal(target.second, masks[[1, 0]])
+    assert target.lam == 0.8
+
+
+def test_mixup_draws_like_composer():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    mixup = SegmentationMixUp(alpha=0.2)
+    state = SimpleNamespace(batch=(torch.zeros(4, 3, 2, 2), torch.zeros(4, 2, 2, dtype=torch.long)))
+    np.random.seed(0)
+    draw = np.random.beta(0.2, 0.2)
+    np.random.seed(0)
+    mixup.apply(None, state, None)
+    assert mixup.last_mixing == min(draw, 1 - draw)  # Composer's min(z, 1 - z), z ~ Beta(alpha, alpha)
+    assert isinstance(state.batch[1], MixedMasks) and state.batch[1].lam == 1 - mixup.last_mixing
+
+
+def test_sam_optimizer_state_is_the_base_optimizers():
+    model = torch.nn.Linear(3, 2)
+    base = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sam = SAMOptimizer(base, rho=0.3, interval=1)
+
+    def closure(**kwargs):
+        base.zero_grad()
+        loss = model(torch.ones(1, 3)).pow(2).sum()
+        loss.backward()
+        return loss.item()
+
+    sam.step(closure)
+    state = sam.state_dict()
+    assert all("momentum_buffer" in s and "e_w" not in s for s in state["state"].values())
+    assert state["state"].keys() == base.state_dict()["state"].keys()
+    fresh_base = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    fresh = SAMOptimizer(fresh_base, rho=0.3)
+    fresh.load_state_dict(state)
+    buffers = [s["momentum_buffer"] for s in fresh_base.state.values()]
+    assert len(buffers) == 2 and all(b.abs().sum() > 0 for b in buffers)
+    assert fresh.state is fresh_base.state

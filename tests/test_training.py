@@ -1,0 +1,101 @@
+"""The real training path: Composer's Trainer on generated ADE-format data, run folders, checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from segkit import checkpoints
+from segkit.errors import ConfigError, RunError
+from segkit.model import deeplabv3plus
+from segkit.runs import Run
+from segkit.training import train
+from tests.conftest import run_segkit
+
+TIMING = ("wall_time", "images_per_second")
+
+
+def without_timing(history):
+    return [{k: v for k, v in entry.items() if k not in TIMING} for entry in history]
+
+
+def test_two_step_cli_run_writes_metrics_and_a_reloadable_checkpoint(tmp_path, scenes_root):
+    done = run_segkit("train", "--profile", "tiny", "--data", str(scenes_root), "--duration", "2ba",
+                      "--save-folder", str(tmp_path), "--run-name", "smoke")
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "smoke"
+    assert "mIoU" in done.stdout and str(folder) in done.stdout
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["status"] == "finished"
+    assert metrics["recipe"]["name"] == "baseline" and metrics["profile"]["name"] == "tiny"
+    assert {"torch", "mosaicml", "torchvision", "segkit"} <= set(metrics["versions"])
+    (entry,) = metrics["history"]
+    assert entry["step"] == 2
+    assert {"epoch", "wall_time", "miou", "pixel_accuracy", "train_loss", "train_cross_entropy",
+            "train_dice", "val_loss"} <= set(entry)
+    assert 0 <= entry["miou"] <= 100 and entry["train_loss"] > 0
+
+    # The checkpoint reloads into a fresh model with exactly the trained weights.
+    checkpoint = checkpoints.safe_load(folder / "checkpoints" / "latest.pt")
+    fresh = deeplabv3plus("resnet10", 16, 16, head_channels=16)
+    fresh.load_state_dict({k.removeprefix("module."): v for k, v in checkpoint["state"]["model"].items()})
+    trained = torch.load(folder / "model.pt", weights_only=True)
+    assert trained.keys() == fresh.state_dict().keys()
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, trained[key]), key
+
+
+def test_same_seed_same_history(tmp_path, scenes_root):
+    runs = [train("medium", scenes_root, "tiny", duration="4ba", seed=3, save_folder=tmp_path,
+                  run_name=f"run{i}", print_progress=False) for i in range(2)]
+    assert len(runs[0].run.history) == 2  # 8 images, batch 4: an evaluation after each of 2 epochs
+    assert without_timing(runs[0].run.history) == without_timing(runs[1].run.history)
+    other = train("medium", scenes_root, "tiny", duration="4ba", seed=4, save_folder=tmp_path,
+                  run_name="other", print_progress=False)
+    assert without_timing(other.run.history) != without_timing(runs[0].run.history)
+
+
+def test_rerun_of_a_finished_run_resumes_and_changes_nothing(tmp_path, scenes_root):
+    first = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    before = (first.folder / "checkpoints" / "latest.pt").read_bytes()
+    again = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    assert again.resumed and again.run.history == first.run.history
+    assert (first.folder / "checkpoints" / "latest.pt").read_bytes() == before
+
+
+def test_another_recipe_in_an_existing_run_folder_is_refused(tmp_path, scenes_root):
+    first = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, run_name="r",
+                  print_progress=False)
+    files = {p: p.read_bytes() for p in first.folder.rglob("*") if p.is_file()}
+    with pytest.raises(RunError, match=r"holds a run with another recipe \('baseline'; this command asks "
+                                       r"for 'mild'\); choose another --run-name"):
+        train("mild", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, run_name="r")
+    assert {p: p.read_bytes() for p in first.folder.rglob("*") if p.is_file()} == files
+
+
+def test_run_is_readable_as_data(tmp_path, scenes_root):
+    result = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    run = Run.load(result.folder)
+    assert run.recipe == "baseline" and run.status == "finished"
+    epochs, wall_times, values = run.series("miou")
+    assert values == [result.miou] and wall_times[0] > 0
+    assert run.time_to_reach(0.0) == wall_times[0] and run.time_to_reach(101.0) is None
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"profile": "gpu"}, r"unknown profile 'gpu'; choose one of a100, cpu, tiny"),
+    ({"recipe": "spicy"}, r"unknown recipe 'spicy'"),
+    ({"duration": "ten"}, r"duration 'ten' must be a positive number of batches or epochs"),
+    ({"duration": "0ep"}, r"duration '0ep' must be"),
+    ({"seed": -1}, r"seed must be an integer"),
+    ({"run_name": "../escape"}, r"run name '../escape' must be"),
+    ({"profile": "a100"}, r"profile 'a100' trains on CUDA GPUs and none is available"),
+])
+def test_bad_arguments(tmp_path, scenes_root, kwargs, message):
+    if kwargs.get("profile") == "a100" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match=message):
+        train(**{"data": scenes_root, "profile": "tiny", "save_folder": tmp_path, **kwargs})
+    assert not any(tmp_path.iterdir())  # nothing written
