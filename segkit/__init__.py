@@ -1,1 +1,29 @@
-"""segkit: DeepLabV3+ on ADE20k with MosaicML's segmentation recipes."""
+"""segkit: DeepLabV3+ on ADE20k with MosaicML's segmentation recipes, from a laptop to 8xA100.
+
+The public API, by the box of a run it belongs to:
+
+- data: ``ADE20k`` (the ADEChallengeData2016 layout), ``write_scenes`` (the built-in set)
+- model: ``deeplabv3plus``
+- loss: ``SegmentationLoss`` (0.375 CE + 1.125 Dice)
+- recipes: ``segkit.recipes`` (``baseline``, ``mild``, ``medium``, ``hot``, ``scale``), ``Recipe``
+- profiles: ``get_profile`` (``cpu``, ``a100``, ``tiny``)
+- training: ``train``, ``evaluate``, ``load_model``
+- runs: ``Run`` (a run folder as data), ``find_runs``
+"""
+
+from segkit import recipes
+from segkit.data import ADE20k
+from segkit.errors import ConfigError, DataError, RunError, SegkitError, WeightsError
+from segkit.losses import SegmentationLoss
+from segkit.model import deeplabv3plus
+from segkit.profiles import Profile, get_profile
+from segkit.recipes import Recipe
+from segkit.runs import Run, find_runs
+from segkit.scenes import write_scenes
+from segkit.training import evaluate, load_model, train
+
+__all__ = [
+    "ADE20k", "ConfigError", "DataError", "Profile", "Recipe", "Run", "RunError", "SegkitError",
+    "SegmentationLoss", "WeightsError", "deeplabv3plus", "evaluate", "find_runs", "get_profile",
+    "load_model", "recipes", "train", "write_scenes",
+]

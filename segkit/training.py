@@ -19,7 +19,7 @@ import platform
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,9 +120,11 @@ class RunRecorder(Callback):
     ``RunError`` before anything is saved over the last good checkpoint.
     """
 
-    def __init__(self, run: Run, print_progress: bool = True):
+    def __init__(self, run: Run, print_progress: bool = True,
+                 on_progress: Callable[[str, dict[str, Any]], None] | None = None):
         self.run = run
         self.print_progress = print_progress
+        self.on_progress = on_progress  # plain-Python observer: ("batch" | "eval", data)
         self.wall_time = 0.0  # seconds of fit() so far, over all sessions of the run
         self._session_start = 0.0
         self._wall_time_at_session_start = 0.0
@@ -162,6 +164,9 @@ class RunRecorder(Callback):
             self._losses[name] = self._losses.get(name, 0.0) + value
         self._loss_batches += 1
         self._train_samples += int(state.timestamp.sample - state.previous_timestamp.sample)
+        if self.on_progress is not None and dist.get_global_rank() == 0:
+            self.on_progress("batch", {"step": int(state.timestamp.batch), "epoch": int(state.timestamp.epoch),
+                                       "wall_time": self._now(), "train_loss": total})
 
     def eval_before_all(self, state: State, logger: Logger) -> None:
         self._train_seconds += time.monotonic() - self._interval_start
@@ -190,6 +195,8 @@ class RunRecorder(Callback):
             self.run.write()
             if self.print_progress:
                 print(progress_line(entry, self.run.info["duration"]), flush=True)
+            if self.on_progress is not None:
+                self.on_progress("eval", entry)
         self._losses, self._loss_batches = {}, 0
         self._train_seconds, self._train_samples = 0.0, 0
         self._interval_start = time.monotonic()
@@ -279,6 +286,7 @@ def train(
     seed: int = DEFAULT_SEED,
     duration: str | None = None,
     weights: str | None = None,
+    on_progress: Callable[[str, dict[str, Any]], None] | None = None,
     callbacks: Sequence[Callback] = (),
     print_progress: bool = True,
     progress_bar: bool | None = None,
@@ -296,7 +304,9 @@ def train(
         seed: seeds model init, data order, augmentation and algorithms.
         duration: overrides the scaled recipe's length, e.g. ``"2ba"`` or ``"10ep"``.
         weights: backbone init overriding the profile's: ``"imagenet"``, a local ``.pth`` or ``"none"``.
-        callbacks: extra Composer callbacks (live plots use this).
+        on_progress: called as ``on_progress("batch", {...})`` after every step and
+            ``on_progress("eval", entry)`` after every evaluation (live plots use this).
+        callbacks: extra Composer callbacks.
         print_progress: print one line per evaluation.
         progress_bar: Composer's progress bar; by default shown when stdout is a terminal.
 
@@ -369,7 +379,7 @@ def train(
     optimizer = DecoupledSGDW(model.parameters(), lr=scaled.lr, momentum=scaled.momentum,
                               weight_decay=scaled.weight_decay)
     schedulers = [CosineAnnealingScheduler(t_max="1dur", alpha_f=0.0)] if scaled.lr_schedule == "cosine" else []
-    recorder = RunRecorder(run, print_progress=print_progress)
+    recorder = RunRecorder(run, print_progress=print_progress, on_progress=on_progress)
 
     if progress_bar is None:
         progress_bar = sys.stdout.isatty() and "ipykernel" not in sys.modules
