@@ -61,7 +61,7 @@ def _check_matches(weights: dict[str, torch.Tensor], module: torch.nn.Module, pa
     expected = module.state_dict()
     missing = [key for key in expected if key not in weights]
     unexpected = [key for key in weights if key not in expected]
-    wrong = [key for key in expected.keys() & weights.keys() if weights[key].shape != expected[key].shape]
+    wrong = [key for key in expected if key in weights and weights[key].shape != expected[key].shape]
     if missing or unexpected or wrong:
         key = (wrong or missing or unexpected)[0]
         detail = (f"{key} has shape {tuple(weights[key].shape)}, the model needs {tuple(expected[key].shape)}"

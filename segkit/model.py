@@ -210,7 +210,7 @@ def load_backbone_weights(resnet: torchvision.models.ResNet, backbone: str, weig
     state = {key: value for key, value in state.items() if not key.startswith("fc.")}
     expected = {key: value.shape for key, value in resnet.state_dict().items() if not key.startswith("fc.")}
     missing = sorted(set(expected) - set(state))
-    wrong_shape = sorted(key for key in expected.keys() & state.keys() if state[key].shape != expected[key])
+    wrong_shape = [key for key in expected if key in state and state[key].shape != expected[key]]
     if missing or wrong_shape or set(state) - set(expected):
         detail = missing[:1] or wrong_shape[:1] or sorted(set(state) - set(expected))[:1]
         raise WeightsError(f"weights file {source} does not fit a {backbone} backbone (first mismatching "

@@ -71,7 +71,7 @@ def get_profile(name: str | Profile) -> Profile:
         64
     """
     if isinstance(name, Profile):
-        return name
+        return check_profile(name)
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     return PROFILES[name]
@@ -80,3 +80,25 @@ def get_profile(name: str | Profile) -> Profile:
 def profile_fields() -> list[str]:
     """Names of the fields of ``Profile``, in order."""
     return [field.name for field in fields(Profile)]
+
+
+def check_profile(profile: Profile) -> Profile:
+    """Validate a profile's fields (a custom one may come from ``dataclasses.replace``)."""
+    from segkit.model import BACKBONES  # the model module owns the list of backbones
+
+    def fail(field: str, expected: str) -> None:
+        raise ConfigError(f"profile field {field!r} must be {expected}, got {getattr(profile, field)!r}")
+
+    if profile.backbone not in BACKBONES:
+        raise ConfigError(f"unknown backbone {profile.backbone!r}; choose one of {', '.join(BACKBONES)}")
+    for field in ("image_size", "head_channels", "global_batch_size"):
+        value = getattr(profile, field)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            fail(field, "a positive integer")
+    if profile.output_stride not in (8, 16):
+        fail("output_stride", "8 or 16")
+    if not isinstance(profile.epoch_scale, (int, float)) or not 0 < profile.epoch_scale <= 1:
+        fail("epoch_scale", "a number in (0, 1]")
+    if profile.device not in ("cpu", "gpu"):
+        fail("device", "'cpu' or 'gpu'")
+    return profile

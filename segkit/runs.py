@@ -28,6 +28,11 @@ from typing import Any, BinaryIO
 
 from segkit.errors import ConfigError, RunError
 
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked
+    fcntl = None
+
 METRICS_FILE = "metrics.json"
 CHECKPOINT_FILE = Path("checkpoints") / "latest.pt"
 WEIGHTS_FILE = "model.pt"
@@ -86,6 +91,44 @@ def prepare_run_folder(folder: Path) -> Path:
         raise RunError(f"cannot write run folder {folder} ({error.strerror or error}); pass a writable "
                        f"--save-folder") from None
     return folder
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete temporary files that a killed ``atomic_write`` left behind in a run folder."""
+    for stale in [*folder.glob(".*.tmp"), *folder.glob("checkpoints/.*.tmp")]:
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+class RunLock:
+    """Hold an exclusive lock on a run folder while a process trains it.
+
+    A second process training the same run gets a ``RunError`` instead of interleaving its
+    checkpoints with the first. The operating system releases the lock when the holder exits,
+    however it exits (a killed run leaves no stale lock). Only one process of a multi-GPU run
+    takes it (``enabled``). No-op where ``fcntl`` is missing.
+    """
+
+    def __init__(self, folder: Path, enabled: bool = True):
+        self.path = folder / ".lock"
+        self.enabled = enabled and fcntl is not None
+        self.file = None
+
+    def __enter__(self) -> RunLock:
+        if not self.enabled:
+            return self
+        self.file = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise RunError(f"run folder {self.path.parent} is being trained by another process; wait for it "
+                           f"to finish, or choose another --run-name") from None
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 @dataclass

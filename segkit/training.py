@@ -35,13 +35,23 @@ from torchmetrics import Metric
 
 from segkit import checkpoints, recipes
 from segkit.data import ADE20k
-from segkit.errors import ConfigError, RunError
+from segkit.errors import ConfigError, RunError, SegkitError
 from segkit.losses import SegmentationLoss
 from segkit.metrics import MeanIoU, PixelAccuracy, iou_per_class
 from segkit.model import deeplabv3plus
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
-from segkit.runs import CHECKPOINT_FILE, WEIGHTS_FILE, Run, atomic_write, check_run_name, prepare_run_folder
+from segkit.runs import (
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    WEIGHTS_FILE,
+    Run,
+    RunLock,
+    atomic_write,
+    check_run_name,
+    prepare_run_folder,
+    remove_stale_temporaries,
+)
 from segkit.scenes import builtin_scenes
 from segkit.transforms import eval_transform, normalize, train_transform
 
@@ -54,6 +64,7 @@ _QUIET = [
     r".*The `compute_training_metrics`.*",
     r".*Negative label indices.*",
     r".*is not a registered metric.*",
+    r"Cannot split tensor of length .*",  # a last evaluation batch smaller than the others
 ]
 
 
@@ -338,93 +349,118 @@ def train(
         raise ConfigError(f"{data_root} has {len(train_set)} training images, fewer than one batch of "
                           f"{device_batch} per device; add images or use a smaller profile")
     scaled = recipes.scale(recipe, profile, steps_per_epoch=len(train_loader))
-    epochs_text = f"{scaled.epochs}ep"
+    max_duration = max_duration or Time.from_timestring(f"{scaled.epochs}ep")
 
     folder = prepare_run_folder(Path(save_folder).expanduser() / run_name)
-    info = {
-        "run_name": run_name,
-        "status": "starting",
-        "recipe": dataclasses.asdict(recipe),
-        "plan": dataclasses.asdict(scaled),
-        "profile": dataclasses.asdict(profile),
-        "data": {"root": str(data_root.resolve()), "train_images": len(train_set), "val_images": len(val_set),
-                 "num_classes": train_set.num_classes, "class_names": list(train_set.class_names)},
-        "seed": seed,
-        "duration": str(max_duration) if max_duration else epochs_text,
-        "world_size": world,
-        "versions": package_versions(),
-        "command": " ".join(sys.argv),
-    }
-    checkpoint_path = folder / CHECKPOINT_FILE
-    resuming = checkpoint_path.exists()
-    run = Run(folder=folder, info=info)
-    if resuming or (folder / "metrics.json").exists():
-        previous = Run.load(folder)
-        check_same_run(previous.info, info, folder)
-        run.history = previous.history
+    with RunLock(folder, enabled=dist.get_global_rank() == 0):
+        if dist.get_global_rank() == 0:
+            remove_stale_temporaries(folder)
+        info = {
+            "run_name": run_name,
+            "status": "starting",
+            "recipe": dataclasses.asdict(recipe),
+            "plan": dataclasses.asdict(scaled),
+            "profile": dataclasses.asdict(profile),
+            "data": {"root": str(data_root.resolve()), "train_images": len(train_set),
+                     "val_images": len(val_set), "num_classes": train_set.num_classes,
+                     "class_names": list(train_set.class_names)},
+            "seed": seed,
+            "duration": str(max_duration),
+            "world_size": world,
+            "versions": package_versions(),
+            "command": " ".join(sys.argv),
+        }
+        run, resuming = open_run(folder, info)
 
-    reproducibility.seed_all(seed)  # model init is part of the run
-    backbone_weights = weights if weights is not None else profile.weights
-    module = deeplabv3plus(
-        profile.backbone, train_set.num_classes, profile.output_stride,
-        # a resumed run takes its weights from the checkpoint: no download, no file needed
-        weights=None if resuming or backbone_weights in (None, "none") else backbone_weights,
-        head_channels=profile.head_channels)
-    if profile.sync_batchnorm and world > 1:
-        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    model = SegmentationModel(module, train_set.num_classes,
-                              SegmentationLoss(scaled.ce_weight, scaled.dice_weight))
-    if resuming:
-        checkpoints.check_loadable(checkpoint_path, model)
-    optimizer = DecoupledSGDW(model.parameters(), lr=scaled.lr, momentum=scaled.momentum,
-                              weight_decay=scaled.weight_decay)
-    schedulers = [CosineAnnealingScheduler(t_max="1dur", alpha_f=0.0)] if scaled.lr_schedule == "cosine" else []
-    recorder = RunRecorder(run, print_progress=print_progress, on_progress=on_progress)
-
-    if progress_bar is None:
-        progress_bar = sys.stdout.isatty() and "ipykernel" not in sys.modules
-    with warnings.catch_warnings():
-        for pattern in _QUIET:
-            warnings.filterwarnings("ignore", message=pattern)
-        trainer = Trainer(
-            model=model,
-            train_dataloader=train_loader,
-            eval_dataloader=val_loader,
-            max_duration=max_duration or epochs_text,
-            optimizers=optimizer,
-            schedulers=schedulers,
-            step_schedulers_every_batch=True,
-            algorithms=scaled.algorithms(),
-            callbacks=[recorder, *callbacks],
-            loggers=[],
-            run_name=run_name,
-            seed=seed,
-            device=profile.device,
-            precision=profile.precision,
-            device_train_microbatch_size=profile.microbatch_size if profile.device == "gpu"
-            else min(profile.microbatch_size, device_batch),
-            load_path=str(checkpoint_path) if resuming else None,
-            progress_bar=progress_bar,
-            log_to_console=False,
-            python_log_level=None,
-        )
-        try:
-            elapsed = trainer.state.get_elapsed_duration()
-            if elapsed is not None and elapsed >= 1:
-                if print_progress:
-                    print(f"run {run_name} has already finished; nothing to train", flush=True)
-            else:
-                trainer.fit()
-        finally:
-            trainer.close()
-    if dist.get_global_rank() == 0:
-        save_weights(trainer, folder / WEIGHTS_FILE)
-        run.info["status"] = "finished"
-        run.write()
+        reproducibility.seed_all(seed)  # model init is part of the run
+        backbone_weights = weights if weights is not None else profile.weights
+        module = deeplabv3plus(
+            profile.backbone, train_set.num_classes, profile.output_stride,
+            # a resumed run takes its weights from the checkpoint: no download, no file needed
+            weights=None if resuming or backbone_weights in (None, "none") else backbone_weights,
+            head_channels=profile.head_channels)
+        if profile.sync_batchnorm and world > 1:
+            module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        model = SegmentationModel(module, train_set.num_classes,
+                                  SegmentationLoss(scaled.ce_weight, scaled.dice_weight))
+        if resuming:
+            checkpoints.check_loadable(folder / CHECKPOINT_FILE, model)
+        optimizer = DecoupledSGDW(model.parameters(), lr=scaled.lr, momentum=scaled.momentum,
+                                  weight_decay=scaled.weight_decay)
+        schedulers = [CosineAnnealingScheduler(t_max="1dur", alpha_f=0.0)] if scaled.lr_schedule == "cosine" else []
+        if progress_bar is None:
+            progress_bar = sys.stdout.isatty() and "ipykernel" not in sys.modules
+        with warnings.catch_warnings():
+            for pattern in _QUIET:
+                warnings.filterwarnings("ignore", message=pattern)
+            trainer = Trainer(
+                model=model,
+                train_dataloader=train_loader,
+                eval_dataloader=val_loader,
+                max_duration=max_duration,
+                optimizers=optimizer,
+                schedulers=schedulers,
+                step_schedulers_every_batch=True,
+                algorithms=scaled.algorithms(),
+                callbacks=[RunRecorder(run, print_progress, on_progress), *callbacks],
+                loggers=[],
+                run_name=run_name,
+                seed=seed,
+                device=profile.device,
+                precision=profile.precision,
+                device_train_microbatch_size=profile.microbatch_size if profile.device == "gpu"
+                else min(profile.microbatch_size, device_batch),
+                load_path=str(folder / CHECKPOINT_FILE) if resuming else None,
+                progress_bar=progress_bar,
+                log_to_console=False,
+                python_log_level=None,
+            )
+            try:
+                fit(trainer, run, print_progress)
+            finally:
+                trainer.close()
+        if dist.get_global_rank() == 0:
+            save_weights(trainer, folder / WEIGHTS_FILE)
+            run.info["status"] = "finished"
+            run.write()
     final = run.final
     return RunResult(folder=folder, run=run, miou=final.get("miou", math.nan),
                      pixel_accuracy=final.get("pixel_accuracy", math.nan),
                      wall_time=final.get("wall_time", math.nan), resumed=resuming)
+
+
+def open_run(folder: Path, info: dict[str, Any]) -> tuple[Run, bool]:
+    """The run to write in ``folder``, and whether it resumes from a checkpoint.
+
+    An existing folder must hold the same run (``check_same_run``). Its history continues only
+    from a checkpoint: a run killed before its first checkpoint starts over.
+    """
+    resuming = (folder / CHECKPOINT_FILE).exists()
+    run = Run(folder=folder, info=info)
+    if (folder / METRICS_FILE).exists():
+        previous = Run.load(folder)
+        check_same_run(previous.info, info, folder)
+        if resuming:
+            run.history = previous.history
+    return run, resuming
+
+
+def fit(trainer: Trainer, run: Run, print_progress: bool) -> None:
+    """``trainer.fit()``, recording in metrics.json how it ended if it did not finish."""
+    elapsed = trainer.state.get_elapsed_duration()
+    if elapsed is not None and elapsed >= 1:
+        if print_progress:
+            print(f"run {run.name} has already finished; nothing to train", flush=True)
+        return
+    try:
+        trainer.fit()
+    except (SegkitError, KeyboardInterrupt) as error:
+        if dist.get_global_rank() == 0:
+            run.info["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            run.info["error"] = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            with contextlib.suppress(SegkitError):  # a full disk may refuse this too; the error is raised anyway
+                run.write()
+        raise
 
 
 def check_same_run(previous: dict[str, Any], current: dict[str, Any], folder: Path) -> None:

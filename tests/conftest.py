@@ -61,7 +61,13 @@ def scenes_root(tmp_path_factory) -> Path:
     return write_scenes(tmp_path_factory.mktemp("scenes"), train_images=8, val_images=4)
 
 
+def subprocess_env() -> dict[str, str]:
+    """The environment of child processes: warnings are errors, and they compute with as many
+    threads as this process, so that their results are bit-identical to in-process runs."""
+    return {**os.environ, "PYTHONWARNINGS": "error", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+
+
 def run_segkit(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real ``segkit`` command in a subprocess."""
     return subprocess.run([sys.executable, "-m", "segkit", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "error"})
+                          cwd=cwd, timeout=timeout, env=subprocess_env())

@@ -1,0 +1,360 @@
+"""Reliability: killed runs resume to the same result, and every bad input gets one clear line.
+
+Kill tests SIGKILL real training processes (tests/training_driver.py) at three moments (mid-epoch,
+during evaluation, halfway through a checkpoint write), restart them with the same command and
+compare the final history with an uninterrupted run of the same seed. The default suite runs one
+moment per recipe (all moments and all recipes are covered once); ``pytest -m slow`` runs the
+full 4 x 3 matrix and a notebook kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from composer import Callback
+from PIL import Image
+
+from segkit.errors import ConfigError, DataError, RunError, SegkitError, WeightsError
+from segkit.training import train
+from tests.conftest import REPO, run_segkit, subprocess_env
+
+DURATION = "3ep"  # tiny profile on the 8-image scenes fixture: 2 steps per epoch, evaluations at 2, 4, 6
+TIMING = ("wall_time", "images_per_second")
+MOMENTS = {"mid-epoch": ["batch", 3], "during evaluation": ["eval", 2], "during checkpoint write": ["checkpoint", 2]}
+FAST = [("baseline", "mid-epoch"), ("mild", "during evaluation"), ("medium", "during checkpoint write"),
+        ("hot", "mid-epoch")]
+ALL = [(recipe, moment) for recipe in ("baseline", "mild", "medium", "hot") for moment in MOMENTS]
+
+
+def history(folder: Path) -> list[dict]:
+    entries = json.loads((folder / "metrics.json").read_text())["history"]
+    return [{k: v for k, v in entry.items() if k not in TIMING} for entry in entries]
+
+
+def train_tiny(recipe: str, data: Path, save_folder: Path, run_name: str):
+    return train(recipe, data, "tiny", duration=DURATION, save_folder=save_folder, run_name=run_name,
+                 print_progress=False)
+
+
+def killed_run(recipe: str, moment: str, data: Path, save_folder: Path, run_name: str) -> int:
+    options = {"recipe": recipe, "data": str(data), "save_folder": str(save_folder), "run_name": run_name,
+               "duration": DURATION, "kill_at": MOMENTS[moment], "print_progress": False}
+    process = subprocess.run([sys.executable, str(REPO / "tests" / "training_driver.py"), json.dumps(options)],
+                             capture_output=True, text=True, timeout=300, env=subprocess_env())
+    return process.returncode
+
+
+def check_kill_and_resume(recipe, moment, scenes_root, tmp_path):
+    train_tiny(recipe, scenes_root, tmp_path, "uninterrupted")
+    assert killed_run(recipe, moment, scenes_root, tmp_path, "killed") == -9  # SIGKILL, no cleanup
+    folder = tmp_path / "killed"
+    done_before_kill = len(history(folder))
+    assert 0 < done_before_kill < 3
+    if moment == "during checkpoint write":
+        assert list((folder / "checkpoints").glob(".latest.pt.*.tmp"))  # a torn temporary file was left
+    resumed = train_tiny(recipe, scenes_root, tmp_path, "killed")  # the same command again
+    assert resumed.resumed
+    assert history(folder) == history(tmp_path / "uninterrupted")
+    assert not list((folder / "checkpoints").glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("recipe,moment", FAST)
+def test_kill_and_resume(recipe, moment, scenes_root, tmp_path):
+    check_kill_and_resume(recipe, moment, scenes_root, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe,moment", [case for case in ALL if case not in FAST])
+def test_kill_and_resume_full_matrix(recipe, moment, scenes_root, tmp_path):
+    check_kill_and_resume(recipe, moment, scenes_root, tmp_path)
+
+
+# --- bad input: one line, the documented exception type, existing run folders untouched -------
+
+@pytest.fixture
+def existing_run(tmp_path, scenes_root) -> Path:
+    """A finished run in the save folder that every bad command must leave byte-for-byte alone."""
+    train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path / "runs", run_name="precious",
+          print_progress=False)
+    return tmp_path / "runs" / "precious"
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def broken_copy(scenes_root: Path, tmp_path: Path, damage) -> Path:
+    root = shutil.copytree(scenes_root, tmp_path / "data")
+    damage(root)
+    return root
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def relabel(root: Path, value: int) -> None:
+    path = root / "annotations" / "training" / "ADE_train_00000001.png"
+    labels = np.array(Image.open(path))
+    labels[0, 0] = value
+    Image.fromarray(labels).save(path)
+
+
+def resize_annotation(root: Path) -> None:
+    path = root / "annotations" / "training" / "ADE_train_00000002.png"
+    Image.fromarray(np.zeros((5, 7), dtype=np.uint8)).save(path)
+
+
+DATA_CASES = {
+    "root missing": (lambda root: shutil.rmtree(root), DataError, r"data root .* does not exist"),
+    "root empty": (lambda root: [shutil.rmtree(p) for p in root.iterdir() if p.is_dir()], DataError,
+                   r"not in the ADEChallengeData2016 layout: images/training/ is missing"),
+    "wrong layout": (lambda root: (root / "images").rename(root / "pictures"), DataError,
+                     r"images/training/ is missing"),
+    "image without label": (lambda root: (root / "annotations/training/ADE_train_00000003.png").unlink(),
+                            DataError, r"ADE_train_00000003.jpg has no annotation"),
+    "label without image": (lambda root: (root / "images/training/ADE_train_00000003.jpg").unlink(),
+                            DataError, r"annotation .*ADE_train_00000003.png has no image"),
+    "corrupt jpeg": (lambda root: truncate(root / "images/training/ADE_train_00000004.jpg"), DataError,
+                     r"cannot read image .*ADE_train_00000004.jpg .*replace or remove the file"),
+    "corrupt png": (lambda root: truncate(root / "annotations/validation/ADE_val_00000002.png"), DataError,
+                    r"cannot read annotation .*ADE_val_00000002.png"),
+    "label beyond class count": (lambda root: relabel(root, 40), DataError,
+                                 r"ADE_train_00000001.png holds label 40, but the dataset has 16 classes"),
+    "size mismatch": (resize_annotation, DataError, r"ADE_train_00000002.jpg is \d+x\d+ but its annotation"),
+}
+
+
+@pytest.mark.parametrize("case", list(DATA_CASES))
+def test_bad_data(case, scenes_root, tmp_path, existing_run):
+    damage, error_type, message = DATA_CASES[case]
+    root = broken_copy(scenes_root, tmp_path, damage) if case != "root missing" else tmp_path / "nowhere"
+    before = snapshot(existing_run)
+    with pytest.raises(error_type, match=message) as raised:
+        train("baseline", root, "tiny", duration="4ba", save_folder=existing_run.parent, print_progress=False)
+    assert "\n" not in str(raised.value)
+    assert snapshot(existing_run) == before
+
+
+def test_grayscale_rgba_and_16bit_images_train(scenes_root, tmp_path):
+    def convert(root):
+        for index, mode in ((1, "L"), (2, "RGBA"), (3, "I;16")):
+            jpg = root / "images" / "training" / f"ADE_train_0000000{index}.jpg"
+            image = Image.open(jpg).convert("L" if mode == "I;16" else mode)
+            if mode == "I;16":
+                image = Image.fromarray(np.array(image).astype(np.uint16) * 257)
+            if mode != "L":
+                jpg.unlink()
+                jpg = jpg.with_suffix(".png")
+            image.save(jpg)
+
+    result = train("baseline", broken_copy(scenes_root, tmp_path, convert), "tiny", duration="2ba",
+                   save_folder=tmp_path / "runs", print_progress=False)
+    assert result.run.status == "finished"
+
+
+CONFIG_CASES = {
+    "unknown recipe": ({"recipe": "spicy"}, ConfigError, r"unknown recipe 'spicy'; choose one of baseline"),
+    "unknown profile": ({"profile": "gpu"}, ConfigError, r"unknown profile 'gpu'; choose one of a100, cpu, tiny"),
+    "bad seed": ({"seed": "seven"}, ConfigError, r"seed must be an integer"),
+    "bad duration": ({"duration": "0ba"}, ConfigError, r"duration '0ba' must be a positive number"),
+    "bad run name": ({"run_name": "a b"}, ConfigError, r"run name 'a b' must be"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_CASES))
+def test_bad_arguments(case, scenes_root, existing_run):
+    kwargs, error_type, message = CONFIG_CASES[case]
+    before = snapshot(existing_run)
+    with pytest.raises(error_type, match=message):
+        train(**{"recipe": "baseline", "data": scenes_root, "profile": "tiny", "run_name": "precious",
+                 "save_folder": existing_run.parent, **kwargs})
+    assert snapshot(existing_run) == before
+
+
+def test_unknown_backbone_in_a_custom_profile(scenes_root, existing_run):
+    import dataclasses
+
+    from segkit.profiles import get_profile
+
+    profile = dataclasses.replace(get_profile("tiny"), backbone="resnet9")
+    before = snapshot(existing_run)
+    with pytest.raises(ConfigError, match=r"unknown backbone 'resnet9'; choose one of resnet10"):
+        train("baseline", scenes_root, profile, save_folder=existing_run.parent, run_name="precious")
+    assert snapshot(existing_run) == before
+
+
+@pytest.mark.parametrize("text,message", [
+    ("epochs: 3\nsam_rho: -1\n", r"field 'sam_rho' must be a number in \(0, 10\]"),
+    ("epochs: 3\nlr: fast\n", r"field 'lr' must be a number in \(0, 10\]"),
+    ("epochs: 3\nwarmup: 2ep\n", r"unknown field 'warmup'"),
+])
+def test_bad_recipe_file_from_the_cli(text, message, tmp_path, existing_run):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    before = snapshot(existing_run)
+    done = run_segkit("train", "--profile", "tiny", "--recipe", str(path), "--save-folder", str(existing_run.parent))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("segkit: error: recipe file ")
+    assert pytest.importorskip("re").search(message, done.stderr)
+    assert snapshot(existing_run) == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "/nonexistent/ade"], r"segkit: error: data root /nonexistent/ade does not exist"),
+    (["--profile", "laptop"], r"segkit: error: unknown profile 'laptop'"),
+    (["--seed", "x"], r"segkit train: error: argument --seed: invalid int value: 'x'"),
+    (["--gpus", "0"], r"segkit: error: --gpus must be at least 1, got 0"),
+    (["--duration", "soon"], r"segkit: error: duration 'soon' must be a positive number"),
+])
+def test_cli_errors_are_one_line(args, message, existing_run):
+    import re
+
+    before = snapshot(existing_run)
+    done = run_segkit("train", "--profile", "tiny", *args, "--save-folder", str(existing_run.parent))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and re.match(message, done.stderr), done.stderr
+    assert snapshot(existing_run) == before
+
+
+def test_corrupt_image_found_during_training_from_the_cli(scenes_root, tmp_path):
+    root = broken_copy(scenes_root, tmp_path, lambda r: truncate(r / "images/training/ADE_train_00000005.jpg"))
+    done = run_segkit("train", "--profile", "tiny", "--data", str(root), "--save-folder", str(tmp_path / "runs"),
+                      "--run-name", "broken")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1
+    assert "cannot read image" in done.stderr and "ADE_train_00000005.jpg" in done.stderr
+    metrics = json.loads((tmp_path / "runs" / "broken" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "ADE_train_00000005.jpg" in metrics["error"]
+
+
+def test_unwritable_save_folder(scenes_root, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RunError, match=r"cannot write run folder .*a-file/r .*; pass a writable --save-folder"):
+        train("baseline", scenes_root, "tiny", save_folder=blocker, run_name="r")
+
+
+def test_another_process_training_the_same_run_is_refused(scenes_root, existing_run):
+    from segkit.runs import RunLock
+
+    before = snapshot(existing_run)
+    with RunLock(existing_run), pytest.raises(RunError, match=r"is being trained by another process"):
+        train("baseline", scenes_root, "tiny", duration="2ba", save_folder=existing_run.parent,
+              run_name="precious")
+    assert snapshot(existing_run) == before
+
+
+class PoisonWeights(Callback):
+    """Set one weight to NaN before step ``step``, as a diverging run would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def batch_start(self, state, logger):
+        if int(state.timestamp.batch) + 1 == self.step:
+            with torch.no_grad():
+                next(state.model.parameters()).fill_(float("nan"))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(scenes_root, tmp_path):
+    with pytest.raises(RunError, match=r"the training loss became nan at step 3 \(epoch 2\); the last good "
+                                       r"checkpoint is kept in .*latest.pt; lower the learning rate"):
+        train("baseline", scenes_root, "tiny", duration=DURATION, save_folder=tmp_path, run_name="nan",
+              callbacks=[PoisonWeights(3)], print_progress=False)
+    from segkit.checkpoints import safe_load
+
+    checkpoint = safe_load(tmp_path / "nan" / "checkpoints" / "latest.pt")
+    assert int(checkpoint["state"]["timestamp"]["Timestamp"]["batch"]) == 2  # saved before the bad step
+    assert all(torch.isfinite(v).all() for v in checkpoint["state"]["model"].values() if v.is_floating_point())
+    metrics = json.loads((tmp_path / "nan" / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "nan at step 3" in metrics["error"]
+    assert [entry["step"] for entry in metrics["history"]] == [2]
+
+
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(scenes_root, tmp_path):
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
+        pytest.skip("needs unshare to mount a small private tmpfs (a real full disk)")
+    first = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path / "probe",
+                  run_name="r", print_progress=False)
+    checkpoint_size = (first.folder / "checkpoints" / "latest.pt").stat().st_size
+    # Room for one checkpoint and the small files, not for the temporary copy of a second one.
+    size_kb = int(checkpoint_size * 1.6) // 1024
+    save_folder = tmp_path / "small-disk"
+    save_folder.mkdir()
+    script = (f"mount -t tmpfs -o size={size_kb}k tmpfs {save_folder} && "
+              f"{sys.executable} -m segkit train --profile tiny --data {scenes_root} --duration 2ep "
+              f"--save-folder {save_folder} --run-name r; "
+              f"echo EXIT $?; cp -r {save_folder}/r {tmp_path}/after")
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300,
+                          env=subprocess_env())
+    assert "EXIT 2" in done.stdout, done.stderr
+    error_lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(error_lines) == 1
+    assert error_lines[0].startswith("segkit: error: could not write ") and "the disk is full" in error_lines[0]
+    assert "the previous version of the file is intact" in error_lines[0]
+    kept = tmp_path / "after"
+    from segkit.checkpoints import safe_load
+
+    checkpoint = safe_load(kept / "checkpoints" / "latest.pt")  # loads: the first checkpoint is intact
+    assert int(checkpoint["state"]["timestamp"]["Timestamp"]["batch"]) == 2
+    assert not list((kept / "checkpoints").glob(".*.tmp"))  # the torn temporary file was removed
+
+
+def test_checkpoint_from_another_model_is_refused(scenes_root, ade_root, tmp_path):
+    ours = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, run_name="ours",
+                 print_progress=False)
+    other = train("baseline", ade_root, "tiny", duration="1ba", save_folder=tmp_path, run_name="other",
+                  print_progress=False)  # ADE20k-format data with 150 classes: another classifier
+    target = ours.folder / "checkpoints" / "latest.pt"
+    shutil.copy(other.folder / "checkpoints" / "latest.pt", target)
+    before = snapshot(ours.folder)
+    with pytest.raises(WeightsError, match=r"latest.pt is from another model \(module.head.classifier.1.weight "
+                                           r"has shape \(150, 16, 1, 1\), the model needs \(16, 16, 1, 1\)\)"):
+        train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, run_name="ours")
+    assert snapshot(ours.folder) == before
+
+
+def test_truncated_checkpoint_is_refused_and_kept(scenes_root, tmp_path):
+    result = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    truncate(result.folder / "checkpoints" / "latest.pt")
+    before = snapshot(result.folder)
+    with pytest.raises(WeightsError, match=r"latest.pt is truncated or not a PyTorch file .*restore it or "
+                                           r"delete it to start over"):
+        train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path)
+    assert snapshot(result.folder) == before
+
+
+class Payload:
+    """Unpickling this runs a shell command: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_with_code_is_not_executed(scenes_root, tmp_path):
+    result = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    path = result.folder / "checkpoints" / "latest.pt"
+    checkpoint = torch.load(path, weights_only=False)
+    marker = tmp_path / "pwned"
+    checkpoint["state"]["run_name"] = Payload(marker)
+    torch.save(checkpoint, path)
+    with pytest.raises(WeightsError, match=r"holds objects that loading would have to execute"):
+        train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path)
+    assert not marker.exists()
+
+
+def test_errors_are_one_type(scenes_root):
+    for error in (ConfigError, DataError, RunError, WeightsError):
+        assert issubclass(error, SegkitError) and issubclass(error, ValueError)
