@@ -10,7 +10,6 @@ is refused with a ``WeightsError`` naming it, and nothing is executed.
 from __future__ import annotations
 
 import datetime
-import io
 import pickle
 import zipfile
 from pathlib import Path
@@ -35,9 +34,7 @@ def save(state: State, path: Path) -> None:
     """Write the full training state to ``path`` atomically (rank 0 writes, every rank calls)."""
     checkpoint = {"state": state.state_dict(), "rng": reproducibility.get_rng_state()}
     if dist.get_global_rank() == 0:
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        atomic_write(path, lambda file: file.write(buffer.getbuffer()))
+        atomic_write(path, lambda file: torch.save(checkpoint, file))  # streamed: no copy in memory
     dist.barrier()
 
 

@@ -64,16 +64,25 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             os.fsync(file.fileno())
         os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(temporary, path)
-    except OSError as error:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
-        reason = "the disk is full" if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else str(error)
+        os_error = _os_error_behind(error)
+        if os_error is None:
+            raise
+        full = os_error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        reason = "the disk is full" if full else (os_error.strerror or str(os_error))
         raise RunError(f"could not write {path}: {reason}; the previous version of the file is intact, "
                        f"free space and run the same command again to continue") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+
+
+def _os_error_behind(error: BaseException | None) -> OSError | None:
+    """The OSError that caused ``error``, if any (torch.save turns a failed write into a RuntimeError)."""
+    while error is not None:
+        if isinstance(error, OSError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

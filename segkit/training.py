@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import math
 import platform
 import sys
@@ -491,9 +490,7 @@ def save_weights(trainer: Trainer, path: Path) -> None:
             state.update({key.removeprefix("module."): value.detach().clone() for key, value in averaged.items()
                           if key.removeprefix("module.") in state})
     state = {key: value.contiguous() for key, value in state.items()}
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write(path, lambda file: file.write(buffer.getvalue()))
+    atomic_write(path, lambda file: torch.save(state, file))
 
 
 def load_model(run_folder: str | Path) -> tuple[torch.nn.Module, Run]:
