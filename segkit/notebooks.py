@@ -319,7 +319,12 @@ def one_line_errors() -> None:
     from segkit.cli import one_line
 
     def show(shell, kind, error, traceback, tb_offset=None) -> list[str]:
-        return [f"{kind.__name__}: {one_line(error)}"]
+        # IPython calls this instead of showing the error; showtraceback() shows it (and ipykernel
+        # records it as the cell's error output) with the traceback that _render_traceback_ gives.
+        lines = [f"{kind.__name__}: {one_line(error)}"]
+        error._render_traceback_ = lambda: lines
+        shell.showtraceback((kind, error, traceback))
+        return lines
 
     shell.set_custom_exc((SegkitError,), show)
 
