@@ -21,7 +21,7 @@ from segkit.errors import ConfigError, DataError, SegkitError
 from segkit.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, Job, check_parameters, run_all
 from segkit.plots import PLOTLY_MIME
 from segkit.runs import Run
-from tests.conftest import REPO, run_segkit
+from tests.conftest import REPO
 
 SMOKE = {"profile": "tiny", "duration": "2ba"}
 
@@ -135,31 +135,33 @@ def test_ruff_passes_on_the_notebooks():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("parameters,message", [
-    ({"epochs": 3}, "ConfigError: unknown parameter 'epochs'; the parameters are profile, data_root, "
-                    "duration, gpus, run_name, save_folder, seed, weights"),
-    ({"seed": "abc"}, "ConfigError: parameter seed must be an integer, got 'abc' (a string); "
-                      "for example -p seed 17"),
-])
-def test_bad_parameter_stops_the_notebook_in_its_first_code_cell(tmp_path, kernel_env, parameters, message):
+def test_bad_parameter_stops_the_notebook_in_its_first_code_cell(tmp_path, kernel_env):
     output = tmp_path / "out.ipynb"
-    with pytest.raises(papermill.PapermillExecutionError) as failure:
-        papermill.execute_notebook(NOTEBOOKS_DIR / "03_hot.ipynb", output, parameters=parameters,
+    with pytest.raises(papermill.PapermillExecutionError) as failure:  # as `papermill ... -p seed abc`
+        papermill.execute_notebook(NOTEBOOKS_DIR / "03_hot.ipynb", output, parameters={"seed": "abc"},
                                    progress_bar=False, cwd=tmp_path)
     book = nbformat.read(output, as_version=4)
     failed = next(cell for cell in code_cells(book) if cell.metadata.papermill.status == "failed")
     assert "notebooks.start(globals()" in failed.source
     (error,) = failed.outputs
-    assert error.traceback == [message]  # one line, no traceback
+    assert error.traceback == ["ConfigError: parameter seed must be an integer, got 'abc' (a string); "
+                               "for example -p seed 17"]  # one line, no traceback
     assert failure.value.ename == "ConfigError"
     assert not (tmp_path / "runs").exists()
 
 
-def test_cli_checks_parameters_before_running_anything(tmp_path):
-    done = run_segkit("notebooks", "--out", str(tmp_path / "out"), "-p", "seed", "abc", cwd=tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.strip() == ("segkit: error: parameter seed must be an integer, got 'abc' (a string); "
-                                   "for example -p seed 17")
+@pytest.mark.parametrize("argv,message", [
+    (["-p", "seed", "abc"], "parameter seed must be an integer, got 'abc' (a string); for example -p seed"),
+    (["-p", "epochs", "3"], "unknown parameter 'epochs'; the parameters are profile, data_root, duration, "
+                            "gpus, run_name, save_folder, seed, weights"),
+    (["-p", "run_name", "x"], "parameter run_name names one run, and the main job trains four; leave it out"),
+    (["--only", "spicy"], "unknown notebook 'spicy'; choose from 00_baseline, 01_mild, 02_medium, 03_hot"),
+])
+def test_cli_checks_parameters_before_running_anything(tmp_path, capsys, argv, message):
+    from segkit.cli import main
+
+    assert main(["notebooks", "--out", str(tmp_path / "out"), *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"segkit: error: {message}")
     assert not (tmp_path / "out").exists()
 
 
