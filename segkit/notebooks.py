@@ -30,13 +30,20 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from segkit import recipes
 from segkit.errors import ConfigError, DataError, RunError, SegkitError
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
 from segkit.runs import METRICS_FILE, Run, check_run_name
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from segkit.plots import LiveCurves
+    from segkit.tables import Table
+    from segkit.training import RunResult
 
 #: The notebooks of the kit, in the order they run, and the recipe each one trains.
 NOTEBOOKS = {"00_baseline": "baseline", "01_mild": "mild", "02_medium": "medium", "03_hot": "hot"}
@@ -113,14 +120,14 @@ class Job:
         run = Run.load(folder)
         return run if run.status == "finished" and run.history else None
 
-    def recipe_table(self, recipe: Recipe | None = None, changes_only: bool = False):
+    def recipe_table(self, recipe: Recipe | None = None, changes_only: bool = False) -> Table:
         """The recipe against the baseline, with a column for how it runs on this job's profile."""
         from segkit.tables import recipe_table
 
         return recipe_table(recipe or self.recipe, self.settings, self.steps_per_epoch,
                             changes_only=changes_only)
 
-    def train(self, recipe: Recipe | None = None, run_name: str | None = None):
+    def train(self, recipe: Recipe | None = None, run_name: str | None = None) -> RunResult:
         """Train (or resume, or reuse a finished run) with live curves; returns ``segkit.training.RunResult``.
 
         With ``gpus`` above 1 training runs through Composer's launcher, not in this process.
@@ -145,7 +152,7 @@ class Job:
               f"trained for {result.wall_time:.0f} s; run folder {result.folder}")
         return result
 
-    def _train_with_launcher(self, recipe: Recipe, run_name: str, curves):
+    def _train_with_launcher(self, recipe: Recipe, run_name: str, curves: LiveCurves) -> RunResult:
         from segkit.cli import launcher_command
         from segkit.training import RunResult
 
@@ -174,7 +181,7 @@ class Job:
                          pixel_accuracy=final.get("pixel_accuracy", math.nan),
                          wall_time=final.get("wall_time", math.nan), resumed=False)
 
-    def results(self, result):
+    def results(self, result: RunResult) -> Table:
         """The trained run against the baseline run (when there is one) and the published numbers."""
         from segkit.tables import results_table
 
@@ -188,7 +195,7 @@ class Job:
                 f"again; the finished {result.run.name} is reused, not retrained.")
         return table
 
-    def comparison(self, result):
+    def comparison(self, result: RunResult) -> go.Figure:
         """mIoU against time and epochs, of this run and the baseline run (when there is one)."""
         from segkit.plots import comparison_figure
 
@@ -208,7 +215,7 @@ def default_run_name(recipe: str, profile: str, seed: int, duration: str = "") -
     return f"{recipe}-{profile}-seed{seed}" + (f"-{duration}" if duration else "")
 
 
-def feed_history(folder: Path, curves, seen: int) -> int:
+def feed_history(folder: Path, curves: LiveCurves, seen: int) -> int:
     """Pass the evaluations in a run's metrics.json after the first ``seen`` to ``curves``; count them."""
     try:
         history = json.loads((folder / METRICS_FILE).read_text()).get("history", [])

@@ -39,9 +39,12 @@ FIELD_LABELS = {
 DEPENDS_ON = {"ema_update_interval": "ema_half_life", "sam_interval": "sam_rho"}
 
 
-@dataclass
+@dataclass(repr=False)
 class Table:
-    """A small table: column names, rows of values, and notes shown under it."""
+    """A small table: column names, rows of values, and notes shown under it.
+
+    It shows as HTML in a notebook and as aligned text elsewhere (``str`` and ``repr``).
+    """
 
     columns: list[str]
     rows: list[list[Any]]
@@ -74,6 +77,8 @@ class Table:
         for row in [self.columns, *self.rows]:
             lines.append("  ".join(text(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
         return "\n".join(lines + self.notes)
+
+    __repr__ = __str__
 
 
 def text(value: Any) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 from IPython.display import HTML, display
@@ -20,6 +20,9 @@ from segkit.errors import SegkitError
 from segkit.gallery import Predictions
 from segkit.recipe_editor import RecipeEditor
 from segkit.recipes import Recipe
+
+if TYPE_CHECKING:
+    from segkit.notebooks import Job
 
 #: The switches of the picker, in the order shown.
 SWITCH_LABELS = {"ema": "EMA of the weights", "sam": "SAM", "mixup": "MixUp", "dice": "Dice loss term"}
@@ -157,7 +160,7 @@ class TrainPanel(w.VBox):
         job: the notebook's ``segkit.notebooks.Job`` (profile, data, seed, save folder).
     """
 
-    def __init__(self, picker: RecipePicker, job):
+    def __init__(self, picker: RecipePicker, job: Job):
         self.picker, self.job = picker, job
         self.result = None
         self.button = w.Button(description="Train this recipe", icon="play", button_style="primary",
@@ -192,7 +195,7 @@ class RecipeLab(w.VBox):
         start: the recipe to start from (default: the notebook's).
     """
 
-    def __init__(self, job, start: Recipe | str | None = None):
+    def __init__(self, job: Job, start: Recipe | str | None = None):
         self.picker = RecipePicker(start or job.recipe,
                                    table=lambda editor: job.recipe_table(editor.recipe))
         self.train = TrainPanel(self.picker, job)
