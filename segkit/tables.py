@@ -242,7 +242,7 @@ def summary_table(runs: Sequence[Run]) -> Table:
         has_base = baseline is not None and baseline.history
         published = reference.get(run.recipe)
         rows.append([
-            run.recipe, run.name, run.final.get("epoch"), miou,
+            run.recipe, run.name, f"{run.final['epoch']:g}" if run.history else None, miou,
             f"{miou - baseline.final['miou']:+.2f}" if has_base else None,
             duration_text(seconds),
             f"{seconds / baseline.final['wall_time']:.2f}x" if has_base else None,
