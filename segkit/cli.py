@@ -98,9 +98,14 @@ def run_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def launcher_command(gpus: int, argv: Sequence[str]) -> list[str]:
+    """``segkit ARGV`` under Composer's launcher, one process per GPU."""
+    return [sys.executable, "-m", "composer.cli.launcher", "-n", str(gpus), "-m", "segkit", *argv]
+
+
 def launch(gpus: int, argv: Sequence[str]) -> int:
     """Re-run this command under Composer's launcher, one process per GPU."""
-    command = [sys.executable, "-m", "composer.cli.launcher", "-n", str(gpus), "-m", "segkit", *argv]
+    command = launcher_command(gpus, argv)
     print("launching:", " ".join(command), flush=True)
     return subprocess.call(command)
 

@@ -1,0 +1,477 @@
+"""The notebooks' side of segkit: their parameters, training from a notebook, and running them all.
+
+Every notebook has one papermill ``parameters`` cell of literals, and its next code cell is
+
+    job = notebooks.start(globals(), recipe="hot")
+
+which makes any ``SegkitError`` in the notebook show as one line, checks every parameter (an
+unknown name or a wrong type stops the notebook there, with one line naming the parameter),
+and returns a ``Job``. ``job.train()`` then trains the notebook's recipe with live curves: in
+the kernel on one device, or, with ``gpus`` above 1, through Composer's launcher (one process
+per GPU, DDP), with the curves read from the run's ``metrics.json`` as it grows.
+
+``run_all`` is the main job, ``segkit notebooks``: it executes the four notebooks headless with
+papermill, in order (so 01-03 find the baseline run of 00), and writes the executed notebooks,
+the run folders and a summary page (``segkit.report``) under one output folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from segkit import recipes
+from segkit.errors import ConfigError, DataError, RunError, SegkitError
+from segkit.profiles import Profile, get_profile
+from segkit.recipes import Recipe
+from segkit.runs import METRICS_FILE, Run, check_run_name
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+    from segkit.plots import LiveCurves
+    from segkit.tables import Table
+    from segkit.training import RunResult
+
+#: The notebooks of the kit, in the order they run, and the recipe each one trains.
+NOTEBOOKS = {"00_baseline": "baseline", "01_mild": "mild", "02_medium": "medium", "03_hot": "hot"}
+#: Where the notebooks are in a checkout of the repository.
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+#: Names IPython itself puts in a notebook's namespace (they are not parameters).
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+_LITERALS = (str, int, float, bool, type(None), list, dict, tuple)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A notebook's training job: its recipe and its parameters (the ``parameters`` cell).
+
+    The fields after ``recipe`` are exactly the notebook parameters, with their defaults.
+    """
+
+    recipe: Recipe  # the recipe the notebook teaches, at the reference scale
+    profile: str = "cpu"  # cpu: minutes on 2 cores; a100: the reference job (needs data_root); tiny: seconds
+    data_root: str = ""  # an extracted ADEChallengeData2016 folder; "" = the built-in scenes
+    duration: str = ""  # overrides the recipe's length, e.g. "2ba" or "10ep"; "" = the recipe's, scaled
+    gpus: int = 1  # more than 1: train through Composer's launcher (DDP), one process per GPU
+    run_name: str = ""  # "" = RECIPE-PROFILE-seedSEED (plus -DURATION when duration is set)
+    save_folder: str = "runs"  # where run folders go; notebooks 01-03 find the baseline run here
+    seed: int = 17  # the reference's seed
+    weights: str = ""  # backbone init: "" = the profile's (random on cpu, ImageNet on a100), "none" or a .pth
+
+    @property
+    def settings(self) -> Profile:
+        return get_profile(self.profile)
+
+    @property
+    def data(self) -> str | Path:
+        """What ``segkit.train`` takes as data: ``"scenes"`` or the data folder."""
+        return Path(self.data_root).expanduser() if self.data_root else "scenes"
+
+    @property
+    def data_folder(self) -> Path:
+        """The data folder itself (the built-in scenes are generated on first use)."""
+        from segkit.training import resolve_data
+
+        return resolve_data(self.data, self.settings)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch on this job's data (last partial batch dropped)."""
+        profile = self.settings
+        if not self.data_root:
+            return profile.scenes_train_images // profile.global_batch_size
+        folder = self.data / "images" / "training"
+        images = sum(1 for path in folder.iterdir() if not path.name.startswith("."))
+        return max(1, images // profile.global_batch_size)
+
+    def run_name_for(self, recipe: Recipe | None = None) -> str:
+        """The run folder name for a recipe: the ``run_name`` parameter for the notebook's own recipe,
+        else ``RECIPE-PROFILE-seedSEED[-DURATION]``; an edited recipe is named by a digest of its settings."""
+        recipe = recipe or self.recipe
+        if recipe == self.recipe and self.run_name:
+            return self.run_name
+        name = recipe.name
+        if recipes.RECIPES.get(name) is None or recipes.get(name) != recipe:
+            name = f"{name}-{hashlib.sha1(recipe.to_yaml().encode()).hexdigest()[:8]}"
+        return default_run_name(name, self.profile, self.seed, self.duration)
+
+    def run_folder(self, recipe: Recipe | None = None) -> Path:
+        return Path(self.save_folder).expanduser() / self.run_name_for(recipe)
+
+    def baseline_run(self) -> Run | None:
+        """The finished baseline run of the same profile, seed and duration in ``save_folder``, if any."""
+        folder = Path(self.save_folder).expanduser() / default_run_name("baseline", self.profile, self.seed,
+                                                                         self.duration)
+        if not (folder / METRICS_FILE).is_file():
+            return None
+        run = Run.load(folder)
+        return run if run.status == "finished" and run.history else None
+
+    def recipe_table(self, recipe: Recipe | None = None, changes_only: bool = False) -> Table:
+        """The recipe against the baseline, with a column for how it runs on this job's profile."""
+        from segkit.tables import recipe_table
+
+        return recipe_table(recipe or self.recipe, self.settings, self.steps_per_epoch,
+                            changes_only=changes_only)
+
+    def train(self, recipe: Recipe | None = None, run_name: str | None = None) -> RunResult:
+        """Train (or resume, or reuse a finished run) with live curves; returns ``segkit.training.RunResult``.
+
+        With ``gpus`` above 1 training runs through Composer's launcher, not in this process.
+        """
+        from segkit.plots import LiveCurves
+
+        recipe = recipe or self.recipe
+        run_name = run_name or self.run_name_for(recipe)
+        reference = None if recipe.name == "baseline" else self.baseline_run()
+        curves = LiveCurves(run_name, recipe.name, reference, self.steps_per_epoch)
+        curves.show()
+        if self.gpus > 1:
+            result = self._train_with_launcher(recipe, run_name, curves)
+        else:
+            from segkit.training import train
+
+            result = train(recipe, self.data, self.settings, run_name=run_name, save_folder=self.save_folder,
+                           seed=self.seed, duration=self.duration or None, weights=self.weights or None,
+                           on_progress=curves, progress_bar=False)
+        curves.finish(result.run)
+        print(f"{run_name}: mIoU {result.miou:.2f}, pixel accuracy {result.pixel_accuracy:.2f}, "
+              f"trained for {result.wall_time:.0f} s; run folder {result.folder}")
+        return result
+
+    def _train_with_launcher(self, recipe: Recipe, run_name: str, curves: LiveCurves) -> RunResult:
+        from segkit.cli import launcher_command
+        from segkit.training import RunResult
+
+        folder = Path(self.save_folder).expanduser() / run_name
+        folder.mkdir(parents=True, exist_ok=True)
+        recipe_file = folder / "recipe.yaml"
+        recipe_file.write_text(recipe.to_yaml())
+        argv = ["train", "--recipe", str(recipe_file), "--profile", self.profile, "--data", str(self.data),
+                "--run-name", run_name, "--save-folder", self.save_folder, "--seed", str(self.seed),
+                "--gpus", str(self.gpus)]
+        argv += ["--duration", self.duration] if self.duration else []
+        argv += ["--weights", self.weights] if self.weights else []
+        seen = 0
+        with subprocess.Popen(launcher_command(self.gpus, argv), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
+            for line in process.stdout:  # rank 0 prints a line per evaluation: poll the history then
+                print(line, end="", flush=True)
+                seen = feed_history(folder, curves, seen)
+        seen = feed_history(folder, curves, seen)
+        if process.returncode != 0:
+            raise RunError(f"training through Composer's launcher failed (exit status {process.returncode}); "
+                           f"its output is above")
+        run = Run.load(folder)
+        final = run.final
+        return RunResult(folder=folder, run=run, miou=final.get("miou", math.nan),
+                         pixel_accuracy=final.get("pixel_accuracy", math.nan),
+                         wall_time=final.get("wall_time", math.nan), resumed=False)
+
+    def results(self, result: RunResult) -> Table:
+        """The trained run against the baseline run (when there is one) and the published numbers."""
+        from segkit.tables import results_table
+
+        baseline = None if result.run.recipe == "baseline" else self.baseline_run()
+        table = results_table(result.run, baseline)
+        if baseline is None and result.run.recipe != "baseline":
+            expected = default_run_name("baseline", self.profile, self.seed, self.duration)
+            table.notes.append(
+                f"No baseline run in {self.save_folder} to compare with on this machine: run "
+                f"00_baseline.ipynb with the same parameters first (it writes {expected}), then this one "
+                f"again; the finished {result.run.name} is reused, not retrained.")
+        return table
+
+    def comparison(self, result: RunResult) -> go.Figure:
+        """mIoU against time and epochs, of this run and the baseline run (when there is one)."""
+        from segkit.plots import comparison_figure
+
+        baseline = None if result.run.recipe == "baseline" else self.baseline_run()
+        runs = [baseline, result.run] if baseline is not None else [result.run]
+        return comparison_figure(runs, title=f"{result.run.name} against the baseline on this machine"
+                                 if baseline else f"{result.run.name}")
+
+
+def default_run_name(recipe: str, profile: str, seed: int, duration: str = "") -> str:
+    """``RECIPE-PROFILE-seedSEED``, plus ``-DURATION`` when the length is overridden.
+
+    Example:
+        >>> default_run_name("hot", "cpu", 17), default_run_name("baseline", "tiny", 3, "2ba")
+        ('hot-cpu-seed17', 'baseline-tiny-seed3-2ba')
+    """
+    return f"{recipe}-{profile}-seed{seed}" + (f"-{duration}" if duration else "")
+
+
+def feed_history(folder: Path, curves: LiveCurves, seen: int) -> int:
+    """Pass the evaluations in a run's metrics.json after the first ``seen`` to ``curves``; count them."""
+    try:
+        history = json.loads((folder / METRICS_FILE).read_text()).get("history", [])
+    except (OSError, json.JSONDecodeError):
+        return seen
+    for entry in history[seen:]:
+        curves("eval", entry)
+    return max(seen, len(history))
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+#: The parameters of every notebook and their defaults.
+PARAMETERS = {f.name: f.default for f in fields(Job) if f.name != "recipe"}
+_TYPE_NAMES = {str: "a string", int: "an integer"}
+
+
+def start(namespace: dict[str, Any], recipe: str | Recipe) -> Job:
+    """Check a notebook's parameters (its globals) and return its ``Job``.
+
+    Also makes any ``SegkitError`` raised later in the notebook show as one line.
+
+    Args:
+        namespace: the notebook's ``globals()``, after the parameters cell (and papermill's injected one).
+        recipe: the recipe the notebook trains.
+
+    Raises:
+        ConfigError, DataError: an unknown, ill-typed or impossible parameter, named in the message.
+    """
+    one_line_errors()
+    given = {name: value for name, value in namespace.items()
+             if not name.startswith("_") and name not in _IPYTHON_NAMES and isinstance(value, _LITERALS)}
+    return check_parameters(given, recipe)
+
+
+def check_parameters(values: dict[str, Any], recipe: str | Recipe) -> Job:
+    """A ``Job`` from parameter values, each checked; the first problem raises one line naming it.
+
+    Example:
+        >>> check_parameters({"profile": "tiny", "seed": 3}, "mild").run_name_for()
+        'mild-tiny-seed3'
+        >>> check_parameters({"seed": "abc"}, "mild")
+        Traceback (most recent call last):
+        ...
+        segkit.errors.ConfigError: parameter seed must be an integer, got 'abc' (a string); for example ...
+    """
+    unknown = sorted(set(values) - set(PARAMETERS))
+    if unknown:
+        raise ConfigError(f"unknown parameter {unknown[0]!r}; the parameters are {', '.join(PARAMETERS)}")
+    for name, value in values.items():
+        expected = type(PARAMETERS[name])
+        if type(value) is not expected:
+            example = (f"for example -p {name} {PARAMETERS[name]}" if expected is int else
+                       f"write it in quotes in the parameters cell, or pass it with -r {name} VALUE")
+            raise ConfigError(f"parameter {name} must be {_TYPE_NAMES[expected]}, got {value!r} "
+                              f"({_TYPE_NAMES.get(type(value), type(value).__name__)}); {example}")
+    job = Job(recipe=recipe if isinstance(recipe, Recipe) else recipes.get(recipe), **values)
+    check_job(job)
+    return job
+
+
+def check_job(job: Job) -> None:
+    """Check ranges, and that the job can run here (data present, GPUs there); raise one line if not."""
+    from segkit.training import parse_duration
+
+    profile = job.settings  # an unknown profile raises here
+    if not 0 <= job.seed < 2**32:
+        raise ConfigError(f"parameter seed must be in [0, 2**32), got {job.seed}")
+    if job.duration:
+        parse_duration(job.duration)
+    if job.run_name:
+        check_run_name(job.run_name)
+    if not job.save_folder:
+        raise ConfigError("parameter save_folder is empty; give a folder for run folders, e.g. 'runs'")
+    if job.weights not in ("", "none", "imagenet") and not Path(job.weights).expanduser().is_file():
+        raise ConfigError(f"parameter weights {job.weights!r} is not 'none', 'imagenet' or an existing file")
+    if job.gpus < 1:
+        raise ConfigError(f"parameter gpus must be at least 1, got {job.gpus}")
+    if job.gpus > 1 and profile.device != "gpu":
+        raise ConfigError(f"parameter gpus is {job.gpus}, but profile {profile.name!r} trains on the CPU; "
+                          f"use gpus = 1, or profile 'a100' on a GPU machine")
+    if profile.device == "gpu":
+        import torch
+
+        available = torch.cuda.device_count()
+        if available < job.gpus:
+            raise ConfigError(f"profile {profile.name!r} with gpus = {job.gpus} needs {job.gpus} CUDA "
+                              f"GPU(s); this machine has {available}; use profile 'cpu' here")
+    if not job.data_root:
+        if profile.default_data != "scenes":
+            raise ConfigError(f"profile {profile.name!r} trains on ADE20k: set data_root to the folder of an "
+                              f"extracted ADEChallengeData2016 (papermill -p data_root /path/to/it)")
+    elif not (job.data / "images" / "training").is_dir():
+        raise DataError(f"parameter data_root {job.data_root!r} is not an extracted ADEChallengeData2016 "
+                        f"(it has no images/training folder); give the folder that holds images/ and "
+                        f"annotations/")
+
+
+def one_line_errors() -> None:
+    """In IPython, show every ``SegkitError`` as one line, ``ErrorName: message``, without a traceback."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from segkit.cli import one_line
+
+    def show(shell, kind, error, traceback, tb_offset=None) -> list[str]:
+        # IPython calls this instead of showing the error; showtraceback() shows it (and ipykernel
+        # records it as the cell's error output) with the traceback that _render_traceback_ gives.
+        lines = [f"{kind.__name__}: {one_line(error)}"]
+        error._render_traceback_ = lambda: lines
+        shell.showtraceback((kind, error, traceback))
+        return lines
+
+    shell.set_custom_exc((SegkitError,), show)
+
+
+def cli_values(parameters: dict[str, Any]) -> dict[str, Any]:
+    """Parameter values from a command line typed as papermill's ``-p`` types them: ints, floats,
+    True/False/None, else text.
+
+    Example:
+        >>> cli_values({"seed": "3", "duration": "2ba", "gpus": 2})
+        {'seed': 3, 'duration': '2ba', 'gpus': 2}
+    """
+    def typed(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value in ("True", "False", "None"):
+            return {"True": True, "False": False, "None": None}[value]
+        for kind in (int, float):
+            with contextlib.suppress(ValueError):
+                return kind(value)
+        return value
+
+    return {name: typed(value) for name, value in parameters.items()}
+
+
+# --- the main job: all notebooks, headless ----------------------------------------------------
+
+@dataclass
+class Outcome:
+    """How one notebook of ``run_all`` went."""
+
+    notebook: str  # e.g. "03_hot"
+    output: Path  # the executed notebook
+    seconds: float  # wall time of the whole notebook
+    run: Run | None  # the run it trained, when its folder exists
+    error: str | None = None  # one line, when it failed
+
+
+@contextlib.contextmanager
+def current_python_kernel() -> Iterator[str]:
+    """A ``python3`` kernelspec that runs this Python, found by Jupyter before any other ``python3``."""
+    with tempfile.TemporaryDirectory(prefix="segkit-kernel-") as folder:
+        spec = Path(folder) / "kernels" / "python3"
+        spec.mkdir(parents=True)
+        (spec / "kernel.json").write_text(json.dumps({
+            # log level: ipykernel warns at every start that it talks over local TCP, unencrypted
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                     "--IPKernelApp.log_level=ERROR"],
+            "display_name": "Python 3 (ipykernel)", "language": "python"}))
+        previous = os.environ.get("JUPYTER_PATH")
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (folder, previous) if p)
+        try:
+            yield "python3"
+        finally:
+            if previous is None:
+                os.environ.pop("JUPYTER_PATH", None)
+            else:
+                os.environ["JUPYTER_PATH"] = previous
+
+
+def select_notebooks(only: Sequence[str] | None) -> list[str]:
+    """Notebook names from ``--only`` values: ``03_hot``, ``03_hot.ipynb`` or the recipe, ``hot``."""
+    if not only:
+        return list(NOTEBOOKS)
+    chosen = []
+    for item in only:
+        key = Path(item).stem
+        match = next((name for name, recipe in NOTEBOOKS.items() if key in (name, recipe)), None)
+        if match is None:
+            raise ConfigError(f"unknown notebook {item!r}; choose from {', '.join(NOTEBOOKS)} "
+                              f"(or their recipes)")
+        chosen.append(match)
+    return [name for name in NOTEBOOKS if name in chosen]
+
+
+def run_all(out: str | Path, only: Sequence[str] | None = None, parameters: dict[str, Any] | None = None,
+            notebooks_dir: str | Path | None = None) -> list[Outcome]:
+    """Execute the notebooks headless with papermill; write them, their runs and a summary page to ``out``.
+
+    Args:
+        out: output folder: ``NAME.ipynb`` per notebook, ``runs/`` (the run folders, unless the
+            ``save_folder`` parameter says otherwise) and ``index.html``, the summary page.
+        only: notebook names (or recipes) to run; default all four, in order.
+        parameters: notebook parameters, as papermill's ``-p`` (strings are typed the same way).
+        notebooks_dir: where the notebooks are (default: ``notebooks/`` of this checkout).
+
+    Returns:
+        One ``Outcome`` per notebook.
+
+    Raises:
+        ConfigError: a bad parameter or notebook name (before anything runs).
+        SegkitError: a notebook failed (after the others ran and the summary was written); the
+            message names the notebook and the cell.
+    """
+    import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    from segkit.report import write_summary
+
+    out = Path(out).expanduser()
+    values = cli_values(dict(parameters or {}))
+    if "run_name" in values:
+        raise ConfigError("parameter run_name names one run, and the main job trains four; leave it out")
+    values["save_folder"] = str(Path(values.get("save_folder") or out / "runs").expanduser().absolute())
+    job = check_parameters(values, "baseline")
+    names = select_notebooks(only)
+    source = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
+    missing = [name for name in names if not (source / f"{name}.ipynb").is_file()]
+    if missing:
+        raise ConfigError(f"notebook {source / missing[0]}.ipynb not found; run from a clone of the segkit "
+                          f"repository (the notebooks are not part of the installed package)")
+    out.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    began = time.monotonic()
+    with current_python_kernel() as kernel:
+        for name in names:
+            output = out / f"{name}.ipynb"
+            print(f"{name}: running, writing {output}", flush=True)
+            started, error = time.monotonic(), None
+            try:
+                papermill.execute_notebook(source / f"{name}.ipynb", output, parameters=values,
+                                           kernel_name=kernel, progress_bar=False)
+            except papermill.PapermillExecutionError as failure:
+                from segkit.cli import one_line
+
+                error = (f"notebook {name}.ipynb failed in cell In [{failure.exec_count}] "
+                         f"({failure.ename}: {one_line(Exception(failure.evalue))})")
+            except (CellTimeoutError, DeadKernelError) as failure:
+                reason = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
+                error = f"notebook {name}.ipynb stopped: {type(failure).__name__}: {reason}"
+            seconds = time.monotonic() - started
+            run_folder = dataclasses.replace(job, recipe=recipes.get(NOTEBOOKS[name])).run_folder()
+            run = Run.load(run_folder) if (run_folder / METRICS_FILE).is_file() else None
+            outcomes.append(Outcome(name, output, seconds, run, error))
+            status = error or (f"mIoU {run.final.get('miou', math.nan):.2f}" if run else "done")
+            print(f"{name}: {seconds:.0f} s, {status}", flush=True)
+    page = write_summary(out / "index.html", outcomes)
+    print(f"all notebooks: {time.monotonic() - began:.0f} s; summary page {page}", flush=True)
+    failed = [outcome for outcome in outcomes if outcome.error]
+    if failed:
+        others = f" ({len(failed) - 1} more failed)" if len(failed) > 1 else ""
+        raise SegkitError(f"{failed[0].error}; its output so far is in {failed[0].output}{others}")
+    return outcomes

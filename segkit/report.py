@@ -1,0 +1,85 @@
+"""The summary page of the main job: one self-contained HTML file comparing the recipes' runs.
+
+It holds the comparison figure (mIoU against training time and against epochs), the table of
+final results against the baseline run and the reference's published numbers, and links to the
+executed notebooks. plotly.js is embedded in the page, so it opens offline, from any folder.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from segkit.plots import comparison_figure
+from segkit.runs import atomic_write
+from segkit.tables import duration_text, summary_table
+
+if TYPE_CHECKING:
+    from segkit.notebooks import Outcome
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border-bottom: 1px solid #ddd; padding: 4px 10px; }
+th { background: #f4f4f4; }
+.failed { color: #b00020; }
+"""
+
+
+def notebooks_table(outcomes: Sequence[Outcome], folder: Path) -> str:
+    """HTML rows linking each executed notebook, with its status and wall time."""
+    rows = []
+    for outcome in outcomes:
+        link = html.escape(os.path.relpath(outcome.output, folder))
+        status = (f"<span class='failed'>{html.escape(outcome.error)}</span>" if outcome.error
+                  else "finished")
+        rows.append(f"<tr><td><a href='{link}'>{html.escape(outcome.output.name)}</a></td><td>{status}</td>"
+                    f"<td>{duration_text(outcome.seconds)}</td></tr>")
+    head = "<tr><th>notebook</th><th>status</th><th>wall time (whole notebook)</th></tr>"
+    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def summary_html(outcomes: Sequence[Outcome], folder: Path) -> str:
+    """The summary page for the outcomes of ``segkit.notebooks.run_all``, as one HTML string."""
+    runs = [outcome.run for outcome in outcomes if outcome.run is not None and outcome.run.history]
+    first = runs[0].info if runs else {}
+    profile = first.get("profile", {}).get("name", "?")
+    data = first.get("data", {}).get("root", "?")
+    total = sum(outcome.seconds for outcome in outcomes)
+    if runs:
+        figure = comparison_figure(runs, title="Validation mIoU of each recipe's run on this machine")
+        plot = figure.to_html(full_html=False, include_plotlyjs=True, default_height="420px")
+        results = summary_table(runs).to_html()
+    else:
+        plot, results = "<p>No run finished, so there is nothing to compare.</p>", ""
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>segkit: the recipes compared</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>segkit: baseline, mild, medium and hot, compared</h1>
+<p>Profile <b>{html.escape(profile)}</b>, data {html.escape(data)}, seed {first.get('seed', '?')};
+written {when}; the notebooks took {duration_text(total)} in all.
+Numbers on a small profile show how the recipes behave, not the published mIoU: those need the
+<code>a100</code> profile on ADE20k.</p>
+<h2>Results</h2>
+{results}
+{plot}
+<h2>Notebooks</h2>
+{notebooks_table(outcomes, folder)}
+<p>Published numbers: MosaicML, "5x Faster Image Segmentation Training with MosaicML Recipes":
+DeepLabV3+ (ResNet-101) on ADE20k, 8xA100, single-scale evaluation, mean of four seeds.</p>
+</body></html>
+"""
+
+
+def write_summary(path: str | Path, outcomes: Sequence[Outcome]) -> Path:
+    """Write the summary page to ``path`` (atomically) and return the path."""
+    path = Path(path)
+    page = summary_html(outcomes, path.parent).encode()
+    atomic_write(path, lambda file: file.write(page))
+    return path

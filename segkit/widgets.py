@@ -1,0 +1,202 @@
+"""ipywidgets views for the notebooks: a recipe picker, a train button, a prediction gallery.
+
+They hold no logic of their own: the picker wires switches and fields to a
+``segkit.recipe_editor.RecipeEditor``, the train button calls ``segkit.notebooks.Job.train``
+with the picked recipe, the gallery shows ``segkit.gallery.Predictions``. Each is an
+ipywidgets box, so a notebook cell that ends with one displays it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+from IPython.display import HTML, display
+
+from segkit import recipes
+from segkit.errors import SegkitError
+from segkit.gallery import Predictions
+from segkit.recipe_editor import RecipeEditor
+from segkit.recipes import Recipe
+
+if TYPE_CHECKING:
+    from segkit.notebooks import Job
+
+#: The switches of the picker, in the order shown.
+SWITCH_LABELS = {"ema": "EMA of the weights", "sam": "SAM", "mixup": "MixUp", "dice": "Dice loss term"}
+_WIDE = {"description_width": "150px"}
+
+
+def _field(name: str) -> w.ValueWidget:
+    """The input widget for one recipe field."""
+    label = {"epochs": "epochs (reference)", "lr": "learning rate", "ema_half_life": "EMA half-life",
+             "ema_update_interval": "EMA every", "sam_rho": "SAM rho", "sam_interval": "SAM every n steps",
+             "mixup_alpha": "MixUp alpha", "dice_weight": "Dice weight"}[name]
+    common = {"description": label, "style": _WIDE, "layout": w.Layout(width="300px")}
+    if name in ("epochs", "sam_interval"):
+        return w.BoundedIntText(min=1, max=100000, **common)
+    if name in ("ema_half_life", "ema_update_interval"):
+        return w.Text(continuous_update=False, placeholder="e.g. 1000ba or 5ep", **common)
+    step = {"lr": 0.01, "sam_rho": 0.05, "mixup_alpha": 0.1, "dice_weight": 0.125}[name]
+    return w.BoundedFloatText(min=0.0, max=100.0, step=step, **common)
+
+
+class RecipePicker(w.VBox):
+    """Switch EMA, SAM, MixUp, channels-last, the Dice term and the LR schedule; edit their settings.
+
+    Shows the resulting recipe against the baseline (changes in bold), or why it is invalid.
+
+    Args:
+        start: the recipe (or name) to start from.
+        table: turns the editor into the table shown (default: ``editor.table()``); a ``Job``'s
+            notebook passes one that adds the column for its profile.
+    """
+
+    def __init__(self, start: Recipe | str = "baseline", table: Callable[[RecipeEditor], Any] | None = None):
+        self.editor = RecipeEditor(start)
+        self._table = table or (lambda editor: editor.table())
+        self._syncing = False
+        self.start_from = w.Dropdown(options=list(recipes.RECIPES), description="start from", style=_WIDE,
+                                     value=self.editor.start.name if self.editor.start.name in recipes.RECIPES
+                                     else "baseline")
+        self.switches = {name: w.Checkbox(description=label, indent=False)
+                         for name, label in SWITCH_LABELS.items()}
+        self.channels_last = w.Checkbox(description="channels-last memory format", indent=False)
+        self.schedule = w.ToggleButtons(options=["cosine", "constant"], description="LR schedule",
+                                        style=_WIDE)
+        self.fields = {name: _field(name) for name in ("epochs", "lr", "ema_half_life", "ema_update_interval",
+                                                        "sam_rho", "sam_interval", "mixup_alpha",
+                                                        "dice_weight")}
+        self.view = w.HTML()
+        self.start_from.observe(self._start_changed, names="value")
+        for name, box in self.switches.items():
+            box.observe(lambda change, name=name: self._set(name, change["new"]), names="value")
+        self.channels_last.observe(lambda change: self._set("channels_last", change["new"]), names="value")
+        self.schedule.observe(lambda change: self._set("lr_schedule", change["new"]), names="value")
+        for name, box in self.fields.items():
+            box.observe(lambda change, name=name: self._set(name, change["new"]), names="value")
+        f = self.fields
+        controls = w.VBox([
+            self.start_from,
+            w.HBox([w.VBox([self.switches["ema"], f["ema_half_life"], f["ema_update_interval"]]),
+                    w.VBox([self.switches["sam"], f["sam_rho"], f["sam_interval"]])]),
+            w.HBox([w.VBox([self.switches["mixup"], f["mixup_alpha"]]),
+                    w.VBox([self.switches["dice"], f["dice_weight"]])]),
+            w.HBox([self.channels_last]), self.schedule, w.HBox([f["epochs"], f["lr"]]),
+        ])
+        super().__init__([controls, self.view])
+        self.refresh()
+
+    @property
+    def recipe(self) -> Recipe:
+        """The picked recipe (raises ``ConfigError`` while a setting is invalid)."""
+        return self.editor.recipe
+
+    def _start_changed(self, change: dict) -> None:
+        if not self._syncing:
+            self.editor.reset(change["new"])
+            self.refresh()
+
+    def _set(self, name: str, value: Any) -> None:
+        if self._syncing:
+            return
+        self.editor.set(name, value)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Show the editor's state: every control's value and enabled state, and the table."""
+        self._syncing = True
+        try:
+            for name, box in self.switches.items():
+                box.value = self.editor.switches[name]
+            self.channels_last.value = self.editor.value("channels_last")
+            self.schedule.value = self.editor.value("lr_schedule")
+            for name, box in self.fields.items():
+                box.value = self.editor.value(name)
+                box.disabled = not self.editor.active(name)
+        finally:
+            self._syncing = False
+        error = self.editor.error
+        self.view.value = (f"<p style='color:#b00020'>{error}</p>" if error
+                           else self._table(self.editor).to_html())
+
+
+class PredictionGallery(w.VBox):
+    """Image, ground truth and prediction of a trained run on validation images, with a class legend.
+
+    Args:
+        run_folder: a finished run folder.
+        count: images shown at once.
+        data: data root of the validation images (default: the run's own).
+    """
+
+    def __init__(self, run_folder: str | Path, count: int = 4, data: str | Path | None = None):
+        self.predictions = Predictions(run_folder, data)
+        last = len(self.predictions) - 1
+        self.first = w.IntSlider(value=0, min=0, max=last, description="first image", continuous_update=False)
+        self.count = w.IntSlider(value=min(count, last + 1), min=1, max=min(8, last + 1),
+                                 description="images", continuous_update=False)
+        self.view = w.HTML()
+        self.first.observe(lambda change: self.render(), names="value")
+        self.count.observe(lambda change: self.render(), names="value")
+        super().__init__([w.HBox([self.first, self.count]), self.view])
+        self.render()
+
+    @property
+    def indices(self) -> list[int]:
+        return list(range(self.first.value, min(self.first.value + self.count.value, len(self.predictions))))
+
+    def render(self) -> None:
+        self.view.value = self.predictions.html(self.indices)
+
+
+class TrainPanel(w.VBox):
+    """A button that trains the picked recipe with this notebook's job, then shows curves and predictions.
+
+    Args:
+        picker: the recipe picker whose recipe is trained.
+        job: the notebook's ``segkit.notebooks.Job`` (profile, data, seed, save folder).
+    """
+
+    def __init__(self, picker: RecipePicker, job: Job):
+        self.picker, self.job = picker, job
+        self.result = None
+        self.button = w.Button(description="Train this recipe", icon="play", button_style="primary",
+                               layout=w.Layout(width="220px"))
+        self.output = w.Output()
+        self.button.on_click(self._clicked)
+        super().__init__([self.button, self.output])
+
+    def _clicked(self, _button: w.Button) -> None:
+        from segkit.cli import one_line
+
+        self.button.disabled = True
+        self.output.clear_output()
+        with self.output:
+            try:
+                recipe = self.picker.recipe
+                print(f"training {self.job.run_name_for(recipe)} on profile {self.job.profile} "
+                      f"(a finished run of the same recipe is reused)")
+                self.result = self.job.train(recipe)
+                display(HTML("<b>Predictions of this run</b>"), PredictionGallery(self.result.folder))
+            except SegkitError as error:
+                print(f"{type(error).__name__}: {one_line(error)}")
+            finally:
+                self.button.disabled = False
+
+
+class RecipeLab(w.VBox):
+    """The recipe picker and the train button together: edit a recipe, train it, watch it.
+
+    Args:
+        job: the notebook's job.
+        start: the recipe to start from (default: the notebook's).
+    """
+
+    def __init__(self, job: Job, start: Recipe | str | None = None):
+        self.picker = RecipePicker(start or job.recipe,
+                                   table=lambda editor: job.recipe_table(editor.recipe))
+        self.train = TrainPanel(self.picker, job)
+        super().__init__([self.picker, self.train])

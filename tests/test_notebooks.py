@@ -1,0 +1,246 @@
+"""The notebooks, executed headless by papermill as real (tiny) training jobs, and their contract:
+the parameters cell, one-line errors, no committed outputs, ruff-clean code, and the main job."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from segkit import notebooks, recipes
+from segkit.errors import ConfigError, DataError, SegkitError
+from segkit.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, Job, check_parameters, run_all
+from segkit.plots import PLOTLY_MIME
+from segkit.runs import Run
+from tests.conftest import REPO
+
+SMOKE = {"profile": "tiny", "duration": "2ba"}
+
+
+@pytest.fixture(scope="module")
+def kernel_env():
+    """Kernels import this checkout's segkit, whatever is installed."""
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), previous) if p)
+    yield
+    if previous is None:
+        os.environ.pop("PYTHONPATH")
+    else:
+        os.environ["PYTHONPATH"] = previous
+
+
+@pytest.fixture(scope="module")
+def main_job(tmp_path_factory, kernel_env):
+    """The main job on the smoke parameters: all four notebooks, in order, into one folder."""
+    out = tmp_path_factory.mktemp("main-job")
+    return out, run_all(out, parameters=SMOKE)
+
+
+def code_cells(book: nbformat.NotebookNode) -> list:
+    return [cell for cell in book.cells if cell.cell_type == "code"]
+
+
+def cell_with(book: nbformat.NotebookNode, source: str):
+    return next(cell for cell in code_cells(book) if source in cell.source)
+
+
+@pytest.mark.parametrize("name", list(NOTEBOOKS))
+def test_notebook_trains_and_keeps_its_curves(main_job, name):
+    out, outcomes = main_job
+    outcome = next(o for o in outcomes if o.notebook == name)
+    assert outcome.error is None
+    run = Run.load(out / "runs" / f"{NOTEBOOKS[name]}-tiny-seed17-2ba")
+    assert run.status == "finished" and run.history[-1]["step"] == 2 and (run.folder / "model.pt").is_file()
+
+    book = nbformat.read(outcome.output, as_version=4)
+    injected = next(cell for cell in book.cells if "injected-parameters" in cell.metadata.get("tags", []))
+    assert 'profile = "tiny"' in injected.source and 'duration = "2ba"' in injected.source
+    for cell in code_cells(book):
+        assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
+
+    # The training cell ends with the final figure as a plain plotly output holding metrics.json's data.
+    training = cell_with(book, "job.train()")
+    figures = [o for o in training.outputs if PLOTLY_MIME in o.get("data", {})]
+    assert len(figures) == 1
+    traces = {trace["name"]: trace for trace in figures[0]["data"][PLOTLY_MIME]["data"]}
+    miou = traces[f"{run.name} mIoU"]
+    assert miou["y"] == [entry["miou"] for entry in run.history]
+    assert miou["x"] == [entry["wall_time"] for entry in run.history]
+    assert traces["images/s"]["y"] == [entry["images_per_second"] for entry in run.history]
+    assert len(traces["train loss (per step)"]["y"]) == 2
+    assert "final mIoU" in figures[0]["data"]["text/plain"]
+    # One printed line per evaluation, no progress bars.
+    printed = "".join(o.get("text", "") for o in training.outputs if o.output_type == "stream")
+    assert "epoch 0.5 of 2ba  step 2  mIoU" in printed and "%|" not in printed
+    # The live area is left empty: the saved widget state holds no second, stale figure.
+    state = book.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
+    assert all(model["state"].get("outputs", []) == [] for model in state.values()
+               if model["model_name"] == "OutputModel")
+    # No FigureWidget (its 5 MB bundle would be saved with the notebook).
+    assert not any("FigureModel" in model["model_name"] for model in state.values())
+    assert outcome.output.stat().st_size < 2_000_000
+
+    results = cell_with(book, "job.results(result)").outputs[0]["data"]["text/html"]
+    assert "published (8xA100)" in results
+    if name != "00_baseline":  # compared with the baseline run that 00 left in the same folder
+        assert "baseline, here" in results
+        assert traces["baseline-tiny-seed17-2ba (reference)"]["y"]
+
+
+def test_main_job_writes_a_summary_page(main_job):
+    out, outcomes = main_job
+    assert [o.notebook for o in outcomes] == list(NOTEBOOKS)
+    page = (out / "index.html").read_text()
+    for name in NOTEBOOKS:
+        assert f"href='{name}.ipynb'" in page
+    assert "hot-tiny-seed17-2ba" in page and "49.91" in page  # a run, and its published mIoU
+    assert not re.findall(r"<script[^>]*\bsrc=", page) and "Plotly.newPlot" in page  # plotly.js inline
+
+
+def test_committed_notebooks_have_no_outputs_and_one_parameters_cell():
+    for name, recipe in NOTEBOOKS.items():
+        book = nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+        nbformat.validate(book)
+        assert book.metadata.kernelspec.name == "python3"
+        assert "widgets" not in book.metadata
+        cells = code_cells(book)
+        for cell in cells:
+            assert cell.outputs == [] and cell.execution_count is None, (name, cell.source)
+        tagged = [cell for cell in cells if "parameters" in cell.metadata.get("tags", [])]
+        assert len(tagged) == 1 and tagged[0] is cells[0], name
+        # Literals only, exactly the parameters of segkit.notebooks, with their defaults.
+        values = {}
+        for node in ast.parse(tagged[0].source).body:
+            assert isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant), name
+            values[node.target.id] = node.value.value
+        assert values == notebooks.PARAMETERS, name
+        # The next code cell checks them.
+        assert f'notebooks.start(globals(), recipe="{recipe}")' in cells[1].source
+
+
+def test_ruff_passes_on_the_notebooks():
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    done = subprocess.run([ruff, "check", "notebooks"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_bad_parameter_stops_the_notebook_in_its_first_code_cell(tmp_path, kernel_env):
+    output = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as failure:  # as `papermill ... -p seed abc`
+        papermill.execute_notebook(NOTEBOOKS_DIR / "03_hot.ipynb", output, parameters={"seed": "abc"},
+                                   progress_bar=False, cwd=tmp_path)
+    book = nbformat.read(output, as_version=4)
+    failed = next(cell for cell in code_cells(book) if cell.metadata.papermill.status == "failed")
+    assert "notebooks.start(globals()" in failed.source
+    (error,) = failed.outputs
+    assert error.traceback == ["ConfigError: parameter seed must be an integer, got 'abc' (a string); "
+                               "for example -p seed 17"]  # one line, no traceback
+    assert failure.value.ename == "ConfigError"
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["-p", "seed", "abc"], "parameter seed must be an integer, got 'abc' (a string); for example -p seed"),
+    (["-p", "epochs", "3"], "unknown parameter 'epochs'; the parameters are profile, data_root, duration, "
+                            "gpus, run_name, save_folder, seed, weights"),
+    (["-p", "run_name", "x"], "parameter run_name names one run, and the main job trains four; leave it out"),
+    (["--only", "spicy"], "unknown notebook 'spicy'; choose from 00_baseline, 01_mild, 02_medium, 03_hot"),
+])
+def test_cli_checks_parameters_before_running_anything(tmp_path, capsys, argv, message):
+    from segkit.cli import main
+
+    assert main(["notebooks", "--out", str(tmp_path / "out"), *argv]) == 2
+    assert capsys.readouterr().err.startswith(f"segkit: error: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+def write_notebook(path: Path, *sources: str) -> None:
+    cells = [nbformat.v4.new_code_cell("profile = 'cpu'")]
+    cells[0].metadata["tags"] = ["parameters"]
+    cells += [nbformat.v4.new_code_cell(source) for source in sources]
+    book = nbformat.v4.new_notebook(cells=cells)
+    book.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(book, path)
+
+
+def test_a_failed_notebook_is_named_with_its_cell_and_the_others_stay(tmp_path, kernel_env):
+    source = tmp_path / "notebooks"
+    source.mkdir()
+    write_notebook(source / "00_baseline.ipynb", "print('fine')")
+    write_notebook(source / "01_mild.ipynb", "x = 1", "1 / 0")
+    with pytest.raises(SegkitError) as failure:
+        run_all(tmp_path / "out", only=["baseline", "01_mild.ipynb"], parameters={"profile": "tiny"},
+                notebooks_dir=source)
+    assert str(failure.value) == (
+        f"notebook 01_mild.ipynb failed in cell In [4] (ZeroDivisionError: division by zero); "
+        f"its output so far is in {tmp_path / 'out' / '01_mild.ipynb'}")
+    assert (tmp_path / "out" / "00_baseline.ipynb").is_file()
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "ZeroDivisionError" in page and "No run finished" in page
+
+
+@pytest.mark.parametrize("values,error,message", [
+    ({"profile": "gpu"}, ConfigError, "unknown profile 'gpu'"),
+    ({"gpus": 2}, ConfigError, "parameter gpus is 2, but profile 'cpu' trains on the CPU"),
+    ({"gpus": 0}, ConfigError, "parameter gpus must be at least 1"),
+    ({"seed": True}, ConfigError, r"parameter seed must be an integer, got True \(bool\)"),
+    ({"seed": -1}, ConfigError, r"parameter seed must be in \[0, 2\*\*32\)"),
+    ({"duration": 10}, ConfigError, "parameter duration must be a string, got 10 .an integer.; write it in"),
+    ({"duration": "ten"}, ConfigError, "duration 'ten' must be a positive number of batches or epochs"),
+    ({"run_name": "a/b"}, ConfigError, "run name 'a/b' must be"),
+    ({"save_folder": ""}, ConfigError, "parameter save_folder is empty"),
+    ({"weights": "missing.pth"}, ConfigError, "parameter weights 'missing.pth' is not"),
+    ({"data_root": "/nonexistent"}, DataError, "parameter data_root '/nonexistent' is not an extracted"),
+])
+def test_parameter_checks(values, error, message):
+    with pytest.raises(error, match=message):
+        check_parameters(values, "hot")
+
+
+def test_a100_needs_data_and_gpus():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="profile 'a100' with gpus = 1 needs 1 CUDA GPU"):
+        check_parameters({"profile": "a100", "data_root": "/data/ADEChallengeData2016"}, "hot")
+
+
+def test_job_names_and_finds_runs(tmp_path, scenes_root):
+    job = check_parameters({"profile": "tiny", "seed": 3, "save_folder": str(tmp_path),
+                            "data_root": str(scenes_root)}, "mild")
+    assert job.run_name_for() == "mild-tiny-seed3"
+    assert job.steps_per_epoch == 2  # 8 images, batch 4
+    edited = dataclasses.replace(recipes.mild(), name="custom", mixup_alpha=0.2)
+    assert job.run_name_for(edited).startswith("custom-") and job.run_name_for(edited).endswith("-tiny-seed3")
+    assert job.baseline_run() is None
+    named = check_parameters({"profile": "tiny", "run_name": "mine"}, "mild")
+    assert named.run_name_for() == "mine" and named.run_name_for(recipes.hot()) == "hot-tiny-seed17"
+
+
+def test_start_reads_the_notebook_namespace():
+    namespace = {"__name__": "__main__", "In": [""], "Out": {}, "_i1": "", "get_ipython": print,
+                 "profile": "tiny", "seed": 5, "job_like_object": object()}
+    job = notebooks.start(namespace, "hot")
+    assert isinstance(job, Job) and job.profile == "tiny" and job.seed == 5
+
+
+@pytest.mark.slow
+def test_more_than_one_process_trains_through_the_launcher(tmp_path, scenes_root, kernel_env):
+    """The gpus > 1 path, run on CPU processes (DDP over gloo): output streamed, curves from metrics.json."""
+    job = Job(recipe=recipes.baseline(), profile="tiny", data_root=str(scenes_root), duration="2ba", gpus=2,
+              save_folder=str(tmp_path))
+    result = job.train()
+    assert result.run.status == "finished" and result.run.info["world_size"] == 2
+    assert (tmp_path / "baseline-tiny-seed17-2ba" / "recipe.yaml").is_file()
