@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 from composer.core import State
-from torch.torch_version import TorchVersion
 from composer.utils import dist, reproducibility
+from torch.torch_version import TorchVersion
 
 from segkit.errors import WeightsError
 from segkit.runs import atomic_write

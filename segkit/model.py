@@ -20,7 +20,6 @@ from torch.nn import functional as F
 from segkit.errors import ConfigError, WeightsError
 
 
-
 def resnet10() -> torchvision.models.ResNet:
     """ResNet-10: torchvision's ResNet with one basic block per stage, for CPU profiles.
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from composer import Callback, ComposerModel, Event, State, Trainer
+from composer import Callback, ComposerModel, State, Trainer
 from composer.core import Time
 from composer.loggers import Logger
 from composer.optim import CosineAnnealingScheduler, DecoupledSGDW

@@ -79,7 +79,8 @@ def test_mix_batch_blends_images_and_keeps_both_masks():
     images = torch.stack([torch.zeros(3, 2, 2), torch.full((3, 2, 2), 100.0)])
     masks = torch.tensor([[[0, 1], [1, -1]], [[2, 2], [2, 2]]])
     mixed, target = mix_batch(images, masks, 0.2, torch.tensor([1, 0]))
-    assert torch.allclose(mixed[0], torch.full((3, 2, 2), 20.0)) and torch.allclose(mixed[1], torch.full((3, 2, 2), 80.0))
+    assert torch.allclose(mixed[0], torch.full((3, 2, 2), 20.0))
+    assert torch.allclose(mixed[1], torch.full((3, 2, 2), 80.0))
     assert torch.equal(target.first, masks) and torch.equal(target.second, masks[[1, 0]])
     assert target.lam == 0.8
 

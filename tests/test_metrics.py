@@ -29,9 +29,13 @@ def test_classes_never_seen_nor_predicted_are_left_out():
     assert mean_iou(confusion) == 100.0
 
 
+def logits(labels: list[list[int]]) -> torch.Tensor:
+    """One-hot 'logits' (1, 2, H, W) that predict ``labels``."""
+    return torch.nn.functional.one_hot(torch.tensor(labels), 2).permute(2, 0, 1)[None].float()
+
+
 def test_metric_accumulates_over_batches_not_per_batch_mean():
     metric = MeanIoU(2)
-    logits = lambda labels: torch.nn.functional.one_hot(torch.tensor(labels), 2).permute(2, 0, 1)[None].float()
     metric.update(logits([[0, 0, 0, 0]]), torch.tensor([[[0, 0, 0, 1]]]))  # batch mIoU: (75 + 0) / 2
     metric.update(logits([[1, 1, 1, 1]]), torch.tensor([[[1, 1, 1, 1]]]))  # batch mIoU: 100
     # Over the set: class 0: I 3, U 4; class 1: I 4, U 5.

@@ -127,11 +127,11 @@ def test_committed_notebooks_have_no_outputs_and_one_parameters_cell():
         assert f'notebooks.start(globals(), recipe="{recipe}")' in cells[1].source
 
 
-def test_ruff_passes_on_the_notebooks():
+def test_ruff_passes_on_the_code_and_the_notebooks():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
-    done = subprocess.run([ruff, "check", "notebooks"], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run([ruff, "check", "."], cwd=REPO, capture_output=True, text=True)  # *.ipynb included
     assert done.returncode == 0, done.stdout + done.stderr
 
 
