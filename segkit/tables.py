@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from segkit import recipes
+from segkit import comparison, recipes
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
 from segkit.runs import Run
@@ -165,35 +165,39 @@ def duration_text(seconds: float | None) -> str:
 
 
 def claim(recipe_name: str, run: Run, baseline: Run | None) -> str:
-    """The reference's headline claim for a recipe, and what this run shows about it."""
+    """The reference's headline claim for a recipe, and what this run shows about it
+    (measured as ``segkit.comparison`` defines the claims)."""
     published = recipes.PUBLISHED
-    final = run.final.get("miou", math.nan)
-    if recipe_name == "mild":
-        said = (f"Published: mild reaches the baseline's mIoU {recipes.CLAIMS['mild_speedup']}x sooner "
-                f"({published['mild']['hours'] * 60:.0f} min against {published['baseline']['hours']} h).")
-        if baseline is None:
-            return said
-        target = baseline.final.get("miou", math.nan)
-        reached = run.time_to_reach(target)
-        if reached is None:
-            return (f"{said} Here: mild did not reach the baseline's final mIoU {target:.2f} "
-                    f"(its best: {max(run.series('miou')[2], default=math.nan):.2f}).")
-        return (f"{said} Here: mild reached the baseline's final mIoU {target:.2f} after "
-                f"{duration_text(reached)}, {baseline.final['wall_time'] / reached:.1f}x sooner than the "
-                f"baseline's {duration_text(baseline.final['wall_time'])}.")
-    if recipe_name in ("medium", "hot"):
-        gain = recipes.CLAIMS[f"{recipe_name}_gain"]
-        ratio = published[recipe_name]["hours"] / published["baseline"]["hours"]
-        said = f"Published: {recipe_name} gains +{gain} mIoU over the baseline in {ratio:.2f}x its time."
-        if baseline is None:
-            return said
-        here_gain = final - baseline.final.get("miou", math.nan)
-        here_ratio = run.final.get("wall_time", math.nan) / baseline.final.get("wall_time", math.nan)
-        return f"{said} Here: {here_gain:+.2f} mIoU in {here_ratio:.2f}x the baseline's time."
     if recipe_name == "baseline":
         return (f"Published: the optimized baseline reaches {published['baseline']['miou']} mIoU in "
                 f"{published['baseline']['hours']} h on 8xA100.")
-    return ""
+    if recipe_name not in ("mild", "medium", "hot"):
+        return ""
+    if recipe_name == "mild":
+        said = (f"Published: mild reaches the baseline's mIoU {recipes.CLAIMS['mild_speedup']}x sooner "
+                f"({published['mild']['hours'] * 60:.0f} min against {published['baseline']['hours']} h).")
+    else:
+        ratio = published[recipe_name]["hours"] / published["baseline"]["hours"]
+        said = (f"Published: {recipe_name} gains +{recipes.CLAIMS[recipe_name + '_gain']} mIoU over the "
+                f"baseline in {ratio:.2f}x its time.")
+    if baseline is None or not baseline.history or not run.history:
+        return said
+    target, base_time = baseline.final["miou"], baseline.final["wall_time"]
+    if recipe_name == "mild":
+        speedup = comparison.speedup(baseline, run)
+        if speedup is None:
+            best = max(row["miou"] for row in run.history)
+            return f"{said} Here: mild did not reach the baseline's final mIoU {target:.2f} (its best: {best:.2f})."
+        return (f"{said} Here: mild reached the baseline's final mIoU {target:.2f} after "
+                f"{duration_text(run.time_to_reach(target))}, {speedup:.1f}x sooner than the baseline's "
+                f"{duration_text(base_time)}.")
+    here = (f"{said} Here: {comparison.final_gain(baseline, run):+.2f} mIoU in "
+            f"{comparison.cost_ratio(baseline, run):.2f}x the baseline's time")
+    if recipe_name == "medium":
+        at_equal_cost = comparison.gain_at_equal_cost(baseline, run)
+        if at_equal_cost is not None:
+            here += f"; {at_equal_cost:+.2f} when both stop at the baseline's {duration_text(base_time)}"
+    return here + "."
 
 
 def results_table(run: Run, baseline: Run | None) -> Table:
