@@ -3,8 +3,8 @@
 Kill tests SIGKILL real training processes (tests/training_driver.py) at three moments (mid-epoch,
 during evaluation, halfway through a checkpoint write), restart them with the same command and
 compare the final history with an uninterrupted run of the same seed. The default suite runs one
-moment per recipe (all moments and all recipes are covered once); ``pytest -m slow`` runs the
-full 4 x 3 matrix and a notebook kill.
+moment per recipe (all moments and all recipes are covered once) and a papermill notebook kill;
+``pytest -m slow`` runs the full 4 x 3 matrix.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -358,3 +360,30 @@ def test_checkpoint_with_code_is_not_executed(scenes_root, tmp_path):
 def test_errors_are_one_type(scenes_root):
     for error in (ConfigError, DataError, RunError, WeightsError):
         assert issubclass(error, SegkitError) and issubclass(error, ValueError)
+
+
+def test_killed_notebook_resumes_when_run_again(scenes_root, tmp_path, monkeypatch):
+    """``papermill`` (and its kernel) SIGKILLed mid-run; the same command again resumes and finishes the run."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    save_folder = tmp_path / "runs"
+    command = [sys.executable, "-m", "papermill", str(REPO / "notebooks" / "03_hot.ipynb"), str(tmp_path / "out.ipynb"),
+               "-p", "profile", "tiny", "-p", "data_root", str(scenes_root), "-p", "duration", DURATION,
+               "-p", "run_name", "killed", "-p", "save_folder", str(save_folder), "--no-progress-bar"]
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env(),
+                           start_new_session=True)  # its own process group: papermill and its kernel
+    metrics = save_folder / "killed" / "metrics.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and job.poll() is None:
+        if metrics.exists() and json.loads(metrics.read_text())["history"]:
+            break
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    before_kill = json.loads(metrics.read_text())["history"]
+    assert 0 < len(before_kill) < 3  # killed part-way
+    rerun = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    train_tiny("hot", scenes_root, tmp_path / "reference", "uninterrupted")
+    after_rerun = json.loads(metrics.read_text())["history"]
+    assert after_rerun[:len(before_kill)] == before_kill  # resumed: the evaluations done before the kill are kept
+    assert history(save_folder / "killed") == history(tmp_path / "reference" / "uninterrupted")
