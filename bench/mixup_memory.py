@@ -16,7 +16,7 @@ during each step (Linux: VmHWM, reset at the step's start through /proc/self/cle
 It also measures the loss alone on logits of the full shape at batch 8, where the dense targets
 of Composer's path show (in a whole step at batch 2 the backbone's activations dominate).
 
-Run:  .venv/bin/python bench/mixup_memory.py          (about 12 minutes on 2 cores)
+Run:  .venv/bin/python bench/mixup_memory.py          (about 6 minutes on a quiet 2-core machine)
 It prints each step's peak and the ratios against the baseline step.
 """
 

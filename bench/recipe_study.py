@@ -8,7 +8,7 @@ reuses finished runs and only redoes the analysis), then writes:
                            (plotly.js from its CDN, to keep the file small)
     OUT/recipe-study.png   the same figure, rendered by headless Chromium (if /usr/bin/chromium exists)
 
-Run (about 6 minutes per seed on 2 cores, on a quiet machine):
+Run (about 4 minutes per seed on a quiet 2-core machine; --ablate adds about 11):
     .venv/bin/python bench/recipe_study.py --seeds 17 18 19
 Variants for investigating: --epoch-scale 0.5 (every duration 4x the CPU profile's), --ablate (each
 recipe without one of its algorithms), --pretrain-epochs N (start from a backbone pretrained on
@@ -29,15 +29,14 @@ import tempfile
 from pathlib import Path
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from segkit import comparison, recipes
+from segkit.plots import comparison_figure
 from segkit.profiles import get_profile
 from segkit.runs import Run
 from segkit.training import train
 
 RECIPES = ("baseline", "mild", "medium", "hot")
-COLOURS = {"baseline": "#636efa", "mild": "#00cc96", "medium": "#ffa15a", "hot": "#ef553b"}
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -132,19 +131,10 @@ def claims(results: dict[str, dict[int, Run]]) -> dict[str, list[float | None]]:
 
 
 def figure(results: dict[str, dict[int, Run]], title: str) -> go.Figure:
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("mIoU against wall time", "mIoU against epochs"))
-    for name, runs in results.items():
-        for index, (seed, run) in enumerate(sorted(runs.items())):
-            epochs, times, mious = run.series("miou")
-            common = {"line": {"color": COLOURS[name]}, "legendgroup": name, "name": name,
-                      "showlegend": index == 0, "hovertemplate": f"{name} seed {seed}: %{{y:.1f}}<extra></extra>"}
-            fig.add_trace(go.Scatter(x=times, y=mious, mode="lines+markers", **common), row=1, col=1)
-            fig.add_trace(go.Scatter(x=epochs, y=mious, mode="lines", **{**common, "showlegend": False}), row=1, col=2)
-    fig.update_xaxes(title_text="wall time (s)", row=1, col=1)
-    fig.update_xaxes(title_text="epoch", row=1, col=2)
-    fig.update_yaxes(title_text="validation mIoU (%)", row=1, col=1)
-    fig.update_layout(title=title, width=1200, height=520, template="plotly_white")
-    return fig
+    runs = [run for by_seed in results.values() for _, run in sorted(by_seed.items())]
+    figure = comparison_figure(runs, title, by_recipe=True)
+    figure.update_layout(width=1200, height=520, legend={"orientation": "v", "y": 1})
+    return figure
 
 
 def seed_label(seeds) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 import torch
+from composer.algorithms import EMA
 from plotly.subplots import make_subplots
 from torch.nn import functional as F
 
@@ -112,17 +113,18 @@ def first_mask(root: str | Path, size: int = 64, split: str = "validation") -> t
 
 # --- EMA --------------------------------------------------------------------------------------
 
-def ema_smoothing(half_life: float, update_interval: float = 1) -> float:
-    """Composer's EMA decay per update: ``2 ** (-update_interval / half_life)`` (both in batches).
+def ema_smoothing(half_life: int, update_interval: int = 1) -> float:
+    """Composer's EMA decay per update, ``2 ** (-update_interval / half_life)`` (both in batches),
+    taken from Composer's ``EMA`` itself.
 
     Example:
         >>> round(ema_smoothing(1000, 10), 6), round(ema_smoothing(2000, 1), 6)
         (0.993092, 0.999653)
     """
-    return 2 ** (-update_interval / half_life)
+    return EMA(half_life=f"{half_life}ba", update_interval=f"{update_interval}ba").smoothing
 
 
-def moving_average(values: np.ndarray, half_life: float, update_interval: int = 1) -> np.ndarray:
+def moving_average(values: np.ndarray, half_life: int, update_interval: int = 1) -> np.ndarray:
     """The EMA of a trajectory as Composer keeps it: updated every ``update_interval`` steps, held between.
 
     Example:

@@ -175,11 +175,7 @@ class Job:
         if process.returncode != 0:
             raise RunError(f"training through Composer's launcher failed (exit status {process.returncode}); "
                            f"its output is above")
-        run = Run.load(folder)
-        final = run.final
-        return RunResult(folder=folder, run=run, miou=final.get("miou", math.nan),
-                         pixel_accuracy=final.get("pixel_accuracy", math.nan),
-                         wall_time=final.get("wall_time", math.nan), resumed=False)
+        return RunResult.of(Run.load(folder), resumed=False)
 
     def results(self, result: RunResult) -> Table:
         """The trained run against the baseline run (when there is one) and the published numbers."""

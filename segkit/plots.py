@@ -43,17 +43,22 @@ def mimebundle(figure: go.Figure | dict[str, Any], text: str) -> dict[str, Any]:
     return {PLOTLY_MIME: {"data": data["data"], "layout": data["layout"]}, "text/plain": text}
 
 
-def comparison_figure(runs: Sequence[Run], title: str = "mIoU of each run") -> go.Figure:
-    """Validation mIoU against training time and against epochs, one line per run."""
+def comparison_figure(runs: Sequence[Run], title: str = "mIoU of each run", by_recipe: bool = False) -> go.Figure:
+    """Validation mIoU against training time and against epochs, one line per run.
+
+    With ``by_recipe`` the legend has one entry per recipe (for several seeds of each).
+    """
     figure = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
                            subplot_titles=("mIoU against training time", "mIoU against epochs"))
+    named = set()
     for run in runs:
         epochs, seconds, miou = run.series("miou")
-        style = {"color": recipe_color(run.recipe)}
-        common = {"name": run.name, "legendgroup": run.name, "mode": "lines+markers", "line": style,
-                  "marker": {"size": 4}}
-        figure.add_trace(go.Scatter(x=seconds, y=miou, **common), row=1, col=1)
+        name = run.recipe if by_recipe else run.name
+        common = {"name": name, "legendgroup": name, "mode": "lines+markers", "marker": {"size": 4},
+                  "line": {"color": recipe_color(run.recipe)}, "hovertext": run.name}
+        figure.add_trace(go.Scatter(x=seconds, y=miou, showlegend=name not in named, **common), row=1, col=1)
         figure.add_trace(go.Scatter(x=epochs, y=miou, showlegend=False, **common), row=1, col=2)
+        named.add(name)
     figure.update_xaxes(title_text="training time (s)", row=1, col=1)
     figure.update_xaxes(title_text="epoch", row=1, col=2)
     figure.update_yaxes(title_text="validation mIoU (%)", row=1, col=1)

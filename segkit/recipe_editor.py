@@ -34,9 +34,13 @@ SWITCHES: dict[str, tuple[tuple[str, ...], Any]] = {
     "mixup": (("mixup_alpha",), None),
     "dice": (("dice_weight",), 0.0),
 }
-#: Settings an algorithm takes when switched on for the first time (the reference's).
-FIRST_SETTINGS = {"ema_half_life": "1000ba", "ema_update_interval": "10ba", "sam_rho": 0.3, "sam_interval": 2,
-                  "mixup_alpha": 0.2, "dice_weight": 1.125}
+#: Settings an algorithm takes when switched on for the first time: the reference recipe's that
+#: introduces it (EMA from mild, SAM and MixUp from medium, Dice from the baseline).
+FIRST_SETTINGS = {
+    **{name: getattr(recipes.mild(), name) for name in SWITCHES["ema"][0]},
+    **{name: getattr(recipes.medium(), name) for name in (*SWITCHES["sam"][0], *SWITCHES["mixup"][0])},
+    **{name: getattr(recipes.baseline(), name) for name in SWITCHES["dice"][0]},
+}
 #: The fields a learner can edit (all but the name).
 FIELDS = tuple(f.name for f in fields(Recipe) if f.name != "name")
 _DEFAULTS = {f.name: f.default for f in fields(Recipe)}

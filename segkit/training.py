@@ -235,6 +235,14 @@ class RunResult:
     wall_time: float
     resumed: bool
 
+    @classmethod
+    def of(cls, run: Run, resumed: bool) -> RunResult:
+        """The result a run folder records (NaN for numbers before its first evaluation)."""
+        final = run.final
+        return cls(folder=run.folder, run=run, miou=final.get("miou", math.nan),
+                   pixel_accuracy=final.get("pixel_accuracy", math.nan),
+                   wall_time=final.get("wall_time", math.nan), resumed=resumed)
+
 
 def resolve_data(data: str | Path, profile: Profile) -> Path:
     """``"scenes"`` -> the built-in set for this profile (generated once); anything else -> a path."""
@@ -370,6 +378,10 @@ def train(
             "command": " ".join(sys.argv),
         }
         run, resuming = open_run(folder, info)
+        if run.status == "finished":
+            if print_progress:
+                print(f"run {run_name} has already finished; nothing to train", flush=True)
+            return RunResult.of(run, resumed=True)
 
         reproducibility.seed_all(seed)  # model init is part of the run
         backbone_weights = weights if weights is not None else profile.weights
@@ -415,41 +427,39 @@ def train(
                 python_log_level=None,
             )
             try:
-                fit(trainer, run, print_progress)
+                fit(trainer, run)
             finally:
                 trainer.close()
         if dist.get_global_rank() == 0:
             save_weights(trainer, folder / WEIGHTS_FILE)
             run.info["status"] = "finished"
             run.write()
-    final = run.final
-    return RunResult(folder=folder, run=run, miou=final.get("miou", math.nan),
-                     pixel_accuracy=final.get("pixel_accuracy", math.nan),
-                     wall_time=final.get("wall_time", math.nan), resumed=resuming)
+    return RunResult.of(run, resumed=resuming)
 
 
 def open_run(folder: Path, info: dict[str, Any]) -> tuple[Run, bool]:
     """The run to write in ``folder``, and whether it resumes from a checkpoint.
 
     An existing folder must hold the same run (``check_same_run``). Its history continues only
-    from a checkpoint: a run killed before its first checkpoint starts over.
+    from a checkpoint: a run killed before its first checkpoint starts over. A finished run (with
+    its weights saved) is returned as it is, to be reported without building a trainer.
     """
     resuming = (folder / CHECKPOINT_FILE).exists()
     run = Run(folder=folder, info=info)
     if (folder / METRICS_FILE).exists():
         previous = Run.load(folder)
         check_same_run(previous.info, info, folder)
+        if resuming and previous.status == "finished" and (folder / WEIGHTS_FILE).is_file():
+            return previous, True
         if resuming:
             run.history = previous.history
     return run, resuming
 
 
-def fit(trainer: Trainer, run: Run, print_progress: bool) -> None:
+def fit(trainer: Trainer, run: Run) -> None:
     """``trainer.fit()``, recording in metrics.json how it ended if it did not finish."""
     elapsed = trainer.state.get_elapsed_duration()
-    if elapsed is not None and elapsed >= 1:
-        if print_progress:
-            print(f"run {run.name} has already finished; nothing to train", flush=True)
+    if elapsed is not None and elapsed >= 1:  # killed after training, before model.pt was saved
         return
     try:
         trainer.fit()

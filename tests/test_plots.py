@@ -65,6 +65,10 @@ def test_run_and_comparison_figures():
     assert [trace.name for trace in figure.data] == ["baseline-x", "baseline-x", "mild-x", "mild-x"]
     assert list(figure.data[2].x) == [0.8, 1.6] and list(figure.data[3].x) == [1, 2]  # time, then epochs
     assert list(figure.data[3].y) == [3.0, 4.5]
+    seeds = [*runs, fake_run("mild-y", "mild", [entry(1, 2, 0.9, 3.5)])]
+    by_recipe = comparison_figure(seeds, by_recipe=True)  # several seeds: one legend entry per recipe
+    assert [trace.name for trace in by_recipe.data if trace.showlegend is not False] == ["baseline", "mild"]
+    assert [trace.hovertext for trace in by_recipe.data[::2]] == ["baseline-x", "mild-x", "mild-y"]
     assert list(traces_by_name(run_figure(runs[1]).to_plotly_json())["mild-x mIoU"]["y"]) == [3.0, 4.5]
 
 
