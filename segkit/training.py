@@ -254,6 +254,18 @@ def resolve_data(data: str | Path, profile: Profile) -> Path:
     return Path(data).expanduser()
 
 
+def resolve_weights(weights: str | None, backbone: str) -> str | None:
+    """Backbone init as ``deeplabv3plus`` takes it: ``"scenes"`` (the laptop's ImageNet) becomes the
+    cached pretrained file (``segkit.pretraining``), ``"none"`` becomes None."""
+    if weights in (None, "none"):
+        return None
+    if weights == "scenes":
+        from segkit.pretraining import pretrained_backbone
+
+        return str(pretrained_backbone(backbone))
+    return weights
+
+
 def parse_duration(duration: str | None) -> Time | None:
     """A Composer time string such as ``"2ba"`` or ``"10ep"``, checked."""
     if duration is None:
@@ -388,7 +400,7 @@ def train(
         module = deeplabv3plus(
             profile.backbone, train_set.num_classes, profile.output_stride,
             # a resumed run takes its weights from the checkpoint: no download, no file needed
-            weights=None if resuming or backbone_weights in (None, "none") else backbone_weights,
+            weights=None if resuming else resolve_weights(backbone_weights, profile.backbone),
             head_channels=profile.head_channels)
         if profile.sync_batchnorm and world > 1:
             module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
@@ -517,8 +529,12 @@ def load_model(run_folder: str | Path) -> tuple[torch.nn.Module, Run]:
     return module.eval(), run
 
 
-def evaluate(run_folder: str | Path, data: str | Path | None = None) -> dict[str, float]:
-    """Evaluate a run's weights on a validation split (the run's own data by default).
+def evaluate(run_folder: str | Path, data: str | Path | None = None, split: str = "validation",
+             limit: int | None = None) -> dict[str, float]:
+    """Evaluate a run's weights on a split (the run's own validation data by default).
+
+    ``split="training"`` with the evaluation transform measures how well the run fits the images
+    it trained on (the train-validation gap); ``limit`` evaluates only the first images.
 
     Returns:
         ``{"miou": ..., "pixel_accuracy": ...}`` in percent.
@@ -527,14 +543,17 @@ def evaluate(run_folder: str | Path, data: str | Path | None = None) -> dict[str
 
     module, run = load_model(run_folder)
     size = run.info["profile"]["image_size"]
-    dataset = ADE20k(data or run.info["data"]["root"], "validation", eval_transform(size))
-    if dataset.num_classes != run.info["data"]["num_classes"]:
-        raise ConfigError(f"{dataset.root} has {dataset.num_classes} classes; the run was trained on "
-                          f"{run.info['data']['num_classes']}")
-    confusion = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64)
+    dataset = ADE20k(data or run.info["data"]["root"], split, eval_transform(size))
+    if limit is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+    num_classes = run.info["data"]["num_classes"]
+    full_set = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
+    if full_set.num_classes != num_classes:
+        raise ConfigError(f"{full_set.root} has {full_set.num_classes} classes; the run was trained on {num_classes}")
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     with torch.no_grad():
         for images, masks in DataLoader(dataset, batch_size=16):
             predictions = module(normalize(images)).argmax(1)
-            confusion += confusion_matrix(predictions, masks, dataset.num_classes)
+            confusion += confusion_matrix(predictions, masks, num_classes)
     return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion)}
 

@@ -1,0 +1,135 @@
+"""Choose the laptop regime from the baseline alone (docs/laptop-regime.md states the criteria).
+
+For each candidate regime (image size, backbone, head width, batch, dataset size, epoch scale,
+learning rate), this trains the baseline recipe twice on the built-in scenes, both from the
+scenes-pretrained backbone: once at full length and once with its schedule compressed into 20%
+of the steps (same recipe, shorter duration, cosine over the shorter run). It then evaluates the
+full run's weights on its own training images to measure the train-validation gap. Mild, medium
+and hot are never trained here.
+
+    .venv/bin/python bench/laptop_regime.py              # all candidates, seed 17 (about 25 minutes)
+    .venv/bin/python bench/laptop_regime.py --only C4    # one candidate
+
+Prints one line per run and a markdown table of the properties per candidate; the table is also
+written to runs/regime/candidates.md and each candidate's numbers to runs/regime/candidates.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from segkit.profiles import get_profile
+from segkit.recipes import baseline
+from segkit.training import evaluate, train
+
+#: The recipe-cost factor of the four notebooks against the baseline: mild 0.19x, medium 1.02x and
+#: hot 3.15x the baseline's wall time, measured on the old cpu profile (docs/recipe-study.md, before
+#: this study); 1 + 0.19 + 1.02 + 3.15 = 5.36.
+NOTEBOOKS_COST_FACTOR = 5.36
+#: Seconds per notebook outside training (kernel start, imports, figures), measured on the old
+#: profile: 57 s notebook against 45 s of training for the baseline.
+NOTEBOOK_OVERHEAD_S = 12
+#: Time to pretrain the backbone once (cached afterwards), measured by `segkit pretrain`.
+PRETRAINING_S = 90
+
+# name: (image_size, backbone, output_stride, head_channels, batch, train_images, epochs, lr)
+CANDIDATES = {
+    "C1": (64, "resnet10", 16, 128, 16, 200, 16, 0.08),  # today's cpu profile, pretrained
+    "C2": (64, "resnet10", 16, 128, 16, 200, 40, 0.08),  # same, 2.5x longer
+    "C3": (64, "resnet10", 16, 128, 8, 200, 20, 0.08),  # half the batch: twice the steps per image
+    "C4": (64, "resnet10", 16, 128, 16, 400, 20, 0.08),  # twice the images
+    "C5": (64, "resnet10", 16, 128, 16, 800, 10, 0.08),  # four times the images
+    "C6": (96, "resnet10", 16, 128, 16, 400, 9, 0.08),  # larger crops (6x6 features at stride 16)
+    "C7": (64, "resnet10", 16, 64, 16, 400, 20, 0.08),  # narrower head
+    "C8": (64, "resnet10", 16, 128, 16, 400, 20, 0.02),  # lr 4x lower (closer to linear scaling)
+    "C9": (64, "resnet10", 8, 64, 16, 400, 10, 0.08),  # output stride 8: 8x8 features, ASPP sees the image
+    "C10": (64, "resnet18", 16, 128, 16, 400, 12, 0.08),  # deeper backbone
+}
+SEED = 17
+
+
+def candidate_profile(name: str):
+    size, backbone, stride, head, batch, images, epochs, lr = CANDIDATES[name]
+    profile = dataclasses.replace(
+        get_profile("cpu"), name=f"regime-{name}", image_size=size, backbone=backbone, output_stride=stride,
+        head_channels=head, global_batch_size=batch, microbatch_size=batch, scenes_train_images=images,
+        epoch_scale=epochs / baseline().epochs, weights="scenes")
+    return profile, dataclasses.replace(baseline(), lr=lr)
+
+
+def measure(name: str, runs: Path) -> dict:
+    profile, recipe = candidate_profile(name)
+    epochs = CANDIDATES[name][6]
+    steps_per_epoch = profile.scenes_train_images // profile.global_batch_size
+    full = train(recipe, "scenes", profile, seed=SEED, save_folder=runs, run_name=f"{name}-full",
+                 print_progress=False)
+    short_epochs = max(1, round(0.2 * epochs))
+    short = train(recipe, "scenes", profile, seed=SEED, save_folder=runs, run_name=f"{name}-short",
+                  duration=f"{short_epochs}ep", print_progress=False)
+    fit = evaluate(full.folder, split="training", limit=200)
+    row = {
+        "candidate": name,
+        "settings": dict(zip(("image_size", "backbone", "output_stride", "head_channels", "batch",
+                              "train_images", "epochs", "lr"), CANDIDATES[name], strict=True)),
+        "steps": epochs * steps_per_epoch,
+        "short_steps": short_epochs * steps_per_epoch,
+        "first_eval_miou": full.run.history[0]["miou"],
+        "val_miou": full.miou,
+        "short_val_miou": short.miou,
+        "short_over_full": short.miou / full.miou,
+        "train_miou": fit["miou"],
+        "gap": fit["miou"] - full.miou,
+        "wall_s": full.wall_time,
+        "images_per_s": full.run.history[-1]["images_per_second"],
+    }
+    row["projected_notebooks_min"] = (NOTEBOOKS_COST_FACTOR * row["wall_s"] + 4 * NOTEBOOK_OVERHEAD_S
+                                      + PRETRAINING_S) / 60
+    row["meets"] = {
+        "pretrained": True,  # every candidate starts from the scenes-pretrained backbone
+        "knee": row["short_over_full"] >= 0.95,
+        "overfits": row["gap"] >= 5.0,
+        "steps": row["steps"] >= 300,
+        "budget": row["projected_notebooks_min"] <= 11.0 and row["wall_s"] + NOTEBOOK_OVERHEAD_S <= 150,
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| candidate | size | backbone | OS | head | batch | images | epochs | lr | steps | "
+             "first eval mIoU | val mIoU | 20% run | 20%/full | train mIoU | gap | baseline s | images/s | "
+             "projected notebooks (min) | meets all |",
+             "|" + "---|" * 20]
+    for row in rows:
+        s = row["settings"]
+        lines.append(
+            f"| {row['candidate']} | {s['image_size']} | {s['backbone']} | {s['output_stride']} | "
+            f"{s['head_channels']} | {s['batch']} | {s['train_images']} | {s['epochs']} | {s['lr']:g} | "
+            f"{row['steps']} | {row['first_eval_miou']:.2f} | {row['val_miou']:.2f} | {row['short_val_miou']:.2f} | "
+            f"{row['short_over_full']:.3f} | {row['train_miou']:.2f} | {row['gap']:+.2f} | {row['wall_s']:.0f} | "
+            f"{row['images_per_s']:.0f} | {row['projected_notebooks_min']:.1f} | "
+            f"{'yes' if all(row['meets'].values()) else 'no: ' + ', '.join(k for k, v in row['meets'].items() if not v)}"
+            " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--runs", default="runs/regime")
+    args = parser.parse_args()
+    runs = Path(args.runs)
+    rows = [measure(name, runs) for name in args.only]
+    text = table(rows)
+    print(text)
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / "candidates.md").write_text(text)
+    (runs / "candidates.json").write_text(json.dumps(rows, indent=1, default=lambda v: None if math.isnan(v) else v))
+
+
+if __name__ == "__main__":
+    main()
