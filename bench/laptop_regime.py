@@ -22,9 +22,10 @@ import json
 import math
 from pathlib import Path
 
+from segkit.engine import train
+from segkit.inference import evaluate
 from segkit.profiles import get_profile
 from segkit.recipes import baseline
-from segkit.training import evaluate, train
 
 #: The recipe-cost factor of the four notebooks against the baseline: mild 0.19x, medium 1.02x and
 #: hot 3.15x the baseline's wall time, measured on the old cpu profile (docs/recipe-study.md, before

@@ -56,7 +56,7 @@ def dense_composer_path() -> None:
     from composer.loss import DiceLoss, soft_cross_entropy
 
     import segkit.algorithms
-    import segkit.training
+    import segkit.engine
 
     build = segkit.algorithms.build_algorithms
 
@@ -76,7 +76,7 @@ def dense_composer_path() -> None:
             return {"total": self.ce_weight * ce + self.dice_weight * dice, "cross_entropy": ce, "dice": dice}
 
     segkit.recipes.Recipe.algorithms = with_composer_mixup
-    segkit.training.SegmentationLoss = DenseLoss
+    segkit.engine.SegmentationLoss = DenseLoss
 
 
 def measure(variant: str, data: Path) -> list[dict[str, int]]:
@@ -85,8 +85,8 @@ def measure(variant: str, data: Path) -> list[dict[str, int]]:
 
     from composer import Callback
 
+    from segkit.engine import train
     from segkit.profiles import get_profile
-    from segkit.training import train
 
     class StepMemory(Callback):
         def __init__(self):

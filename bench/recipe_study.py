@@ -31,10 +31,10 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from segkit import comparison, recipes
+from segkit.engine import train
 from segkit.plots import comparison_figure
 from segkit.profiles import get_profile
 from segkit.runs import Run
-from segkit.training import train
 
 RECIPES = ("baseline", "mild", "medium", "hot")
 REPO = Path(__file__).resolve().parents[1]

@@ -7,23 +7,26 @@ The public API, by the box of a run it belongs to:
 - loss: ``SegmentationLoss`` (0.375 CE + 1.125 Dice)
 - recipes: ``segkit.recipes`` (``baseline``, ``mild``, ``medium``, ``hot``, ``scale``), ``Recipe``
 - profiles: ``get_profile`` (``cpu``, ``a100``, ``tiny``)
-- training: ``train``, ``evaluate``, ``load_model``
+- a run: ``RunSpec``/``run_spec`` (recipe, profile, data, seed, duration, weights), ``train`` (the engine)
+- inference: ``evaluate``, ``load_model``
 - runs: ``Run`` (a run folder as data), ``find_runs``
 """
 
 from segkit import recipes
 from segkit.data import ADE20k
+from segkit.engine import train
 from segkit.errors import ConfigError, DataError, RunError, SegkitError, WeightsError
+from segkit.inference import evaluate, load_model
 from segkit.losses import SegmentationLoss
 from segkit.model import deeplabv3plus
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
 from segkit.runs import Run, find_runs
 from segkit.scenes import write_scenes
-from segkit.training import evaluate, load_model, train
+from segkit.spec import RunSpec, run_spec
 
 __all__ = [
-    "ADE20k", "ConfigError", "DataError", "Profile", "Recipe", "Run", "RunError", "SegkitError",
+    "ADE20k", "ConfigError", "DataError", "Profile", "Recipe", "Run", "RunError", "RunSpec", "SegkitError",
     "SegmentationLoss", "WeightsError", "deeplabv3plus", "evaluate", "find_runs", "get_profile",
-    "load_model", "recipes", "train", "write_scenes",
+    "load_model", "recipes", "run_spec", "train", "write_scenes",
 ]

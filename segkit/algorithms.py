@@ -1,7 +1,10 @@
 """A recipe's algorithms as Composer objects, with two fixes segmentation needs.
 
-``build_algorithms(recipe)`` returns, in order: ``ChannelsLast`` and ``EMA`` from Composer, and
-segkit's own ``SAM`` and ``SegmentationMixUp``:
+This module and ``segkit.engine`` are the only ones that import Composer. The math lives in
+``segkit.functional`` (EMA smoothing and update, SAM's step, MixUp's blend); here it is wired into
+Composer's events. ``build_algorithms(recipe)`` returns, in order: ``ChannelsLast`` and ``EMA``
+from Composer, and segkit's own ``SAM`` and ``SegmentationMixUp``; ``evaluated_weights(state)``
+says which weights an evaluation used (the EMA's, once it has started):
 
 - **SAM that resumes.** Composer's SAM wraps the optimizer after a checkpoint is loaded, in an
   optimizer whose state holds only the perturbation ``e(w)``. A checkpoint therefore stores no
@@ -26,31 +29,8 @@ from composer.algorithms import EMA, ChannelsLast
 from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
 
-from segkit.losses import MixedMasks
+from segkit.functional import SAMOptimizer, mix_batch
 from segkit.recipes import Recipe
-
-
-def mix_batch(images: torch.Tensor, masks: torch.Tensor, mixing: float,
-              permutation: torch.Tensor) -> tuple[torch.Tensor, MixedMasks]:
-    """MixUp for segmentation: blend each image with another of the batch, keep both masks.
-
-    Args:
-        images: ``(N, 3, H, W)`` images.
-        masks: ``(N, H, W)`` masks, -1 = ignored.
-        mixing: weight of the mixed-in image, in [0, 0.5] (Composer draws ``min(z, 1 - z)``).
-        permutation: ``(N,)`` index of the image mixed into each one.
-
-    Returns:
-        ``(mixed_images, MixedMasks(masks, masks[permutation], 1 - mixing))``.
-
-    Example:
-        >>> images, target = mix_batch(torch.tensor([[0.0], [4.0]]), torch.tensor([[1], [2]]), 0.25,
-        ...                            torch.tensor([1, 0]))
-        >>> images.flatten().tolist(), target.second.flatten().tolist(), target.lam
-        ([1.0, 3.0], [2, 1], 0.75)
-    """
-    mixed = (1 - mixing) * images.float() + mixing * images[permutation].float()
-    return mixed, MixedMasks(masks, masks[permutation], 1.0 - mixing)
 
 
 class SegmentationMixUp(Algorithm):
@@ -79,74 +59,6 @@ class SegmentationMixUp(Algorithm):
         state.batch = mix_batch(images, masks, self.last_mixing, permutation)
 
 
-class SAMOptimizer(torch.optim.Optimizer):
-    """Sharpness-aware minimization around a base optimizer, safe to checkpoint and resume.
-
-    On a SAM step the gradient at ``w`` gives ``e(w) = rho * g / ||g||``; the gradient at
-    ``w + e(w)`` is then applied at ``w`` by the base optimizer. Other steps are plain steps.
-
-    The wrapper shares ``param_groups`` and ``state`` with the base optimizer, so schedulers,
-    ``state_dict`` and ``load_state_dict`` act on the base optimizer's momentum; ``e(w)`` lives
-    only during a step.
-
-    Args:
-        base_optimizer: the optimizer that takes the actual steps.
-        rho: neighbourhood radius.
-        epsilon: added to the gradient norm.
-        interval: SAM runs on steps where ``(step_index + 1) % interval == 0``.
-    """
-
-    _step_supports_amp_closure = True  # read by Composer's trainer: step() takes a closure
-
-    def __init__(self, base_optimizer: torch.optim.Optimizer, rho: float, epsilon: float = 1e-12,
-                 interval: int = 1):
-        super().__init__(base_optimizer.param_groups, base_optimizer.defaults)
-        self.base_optimizer = base_optimizer
-        self.param_groups = base_optimizer.param_groups
-        self.state = base_optimizer.state
-        self.rho, self.epsilon, self.interval = rho, epsilon, interval
-        self.step_index = 0  # batches trained before the current one; set by the SAM algorithm
-
-    def is_sam_step(self) -> bool:
-        return (self.step_index + 1) % self.interval == 0
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        if closure is None:  # a plain step, e.g. torch.distributed.checkpoint initializing state
-            return self.base_optimizer.step()
-        closure = torch.enable_grad()(closure)
-        if not self.is_sam_step():
-            loss = closure()
-            if loss:
-                self.base_optimizer.step()
-            return loss
-        loss = closure(ddp_sync=False)  # gradient at w, local to this GPU as in the SAM paper
-        if loss:
-            perturbation = self._climb()
-            ascent_ok = closure(loss_dict={})  # gradient at w + e(w); its loss is not logged
-            for param, e_w in perturbation.items():
-                param.sub_(e_w)  # back to w
-            if ascent_ok:
-                self.base_optimizer.step()
-        return loss
-
-    def _climb(self) -> dict[torch.Tensor, torch.Tensor]:
-        """Move every parameter to ``w + e(w)``; return the ``e(w)`` applied."""
-        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
-        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-        scale = self.rho / (grad_norm + self.epsilon)
-        perturbation = {}
-        for param in params:
-            e_w = param.grad * scale.to(param)
-            param.add_(e_w)
-            perturbation[param] = e_w
-        return perturbation
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.base_optimizer.load_state_dict(state_dict)
-        self.param_groups, self.state = self.base_optimizer.param_groups, self.base_optimizer.state
-
-
 class SAM(Algorithm):
     """Wraps the optimizer in ``SAMOptimizer`` before any checkpoint is loaded (Event.INIT).
 
@@ -168,6 +80,22 @@ class SAM(Algorithm):
         else:
             for optimizer in state.optimizers:
                 optimizer.step_index = int(state.timestamp.batch)
+
+
+def evaluated_weights(state: State) -> dict[str, torch.Tensor]:
+    """The weights the last evaluation used, as a plain state dict of the network (``model.module``).
+
+    Composer's EMA swaps its averaged weights in for evaluation and back out after it; outside an
+    evaluation they sit in the EMA's own copy. Without EMA these are the trained weights.
+    """
+    module = state.model.module
+    weights = {key: value.detach().clone() for key, value in module.state_dict().items()}
+    for algorithm in state.algorithms:
+        if isinstance(algorithm, EMA) and algorithm.ema_started and not algorithm.ema_weights_active:
+            averaged = {**algorithm.ema_model.named_parameters_dict, **algorithm.ema_model.named_buffers_dict}
+            weights.update({key.removeprefix("module."): value.detach().clone() for key, value in averaged.items()
+                            if key.removeprefix("module.") in weights})
+    return {key: value.contiguous() for key, value in weights.items()}
 
 
 def build_algorithms(recipe: Recipe) -> list[Algorithm]:

@@ -1,7 +1,8 @@
-"""Checkpoints: written atomically, read without running pickled code, checked against the model.
+"""Checkpoints and weights files: read without running pickled code, checked against the model.
 
-A checkpoint is Composer's training state (``{"state": ..., "rng": ...}``) so that Composer's
-``Trainer(load_path=...)`` resumes it. Before Composer reads one (Composer uses
+A checkpoint is Composer's training state (``{"state": ..., "rng": ...}``, written atomically by
+``segkit.engine.save_checkpoint``) so that Composer's ``Trainer(load_path=...)`` resumes it.
+Before Composer reads one (Composer uses
 ``torch.load(weights_only=False)``), ``check_loadable`` reads it with ``weights_only=True``:
 a file that would need arbitrary code to unpickle, a truncated file, or one from another model
 is refused with a ``WeightsError`` naming it, and nothing is executed.
@@ -17,25 +18,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from composer.core import State
-from composer.utils import dist, reproducibility
 from torch.torch_version import TorchVersion
 
 from segkit.errors import WeightsError
-from segkit.runs import atomic_write
 
 #: What a Composer checkpoint holds besides tensors and builtins: NumPy's RNG state (an array),
 #: the timestamp's durations and the torch version string. None of them runs code when rebuilt.
 _SAFE_GLOBALS = [np.ndarray, np.dtype, np.dtypes.UInt32DType, np._core.multiarray._reconstruct,
                  datetime.timedelta, TorchVersion]
-
-
-def save(state: State, path: Path) -> None:
-    """Write the full training state to ``path`` atomically (rank 0 writes, every rank calls)."""
-    checkpoint = {"state": state.state_dict(), "rng": reproducibility.get_rng_state()}
-    if dist.get_global_rank() == 0:
-        atomic_write(path, lambda file: torch.save(checkpoint, file))  # streamed: no copy in memory
-    dist.barrier()
 
 
 def safe_load(path: Path) -> Any:

@@ -11,7 +11,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, one_line
+from segkit.spec import DEFAULT_SEED, launcher_command
 
 EXIT_USAGE = 2
 
@@ -41,7 +42,8 @@ def add_train_command(commands) -> None:
     parser.add_argument("--profile", default="cpu", help="cpu (default), a100 (the reference job) or tiny")
     parser.add_argument("--run-name", default=None, help="run folder name (default RECIPE-PROFILE-seedSEED)")
     parser.add_argument("--save-folder", default="runs", help="where run folders go (default runs)")
-    parser.add_argument("--seed", type=int, default=17, help="seed (default 17, as the reference)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"seed (default {DEFAULT_SEED}, as the reference)")
     parser.add_argument("--duration", default=None, help="override the length: e.g. 2ba or 10ep")
     parser.add_argument("--weights", default=None,
                         help="backbone init: imagenet, a local torchvision .pth file, or none")
@@ -84,23 +86,14 @@ def run_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise SegkitError(f"--gpus must be at least 1, got {args.gpus}")
     if args.gpus > 1 and "WORLD_SIZE" not in os.environ:
         return launch(args.gpus, argv)
-    from segkit.profiles import get_profile
-    from segkit.training import train
+    from segkit.engine import train
+    from segkit.spec import run_spec
 
-    profile = get_profile(args.profile)
-    data = args.data or profile.default_data
-    if data is None:
-        raise SegkitError(f"profile {profile.name!r} needs --data: the folder of an extracted ADEChallengeData2016")
-    result = train(args.recipe, data, profile, run_name=args.run_name, save_folder=args.save_folder,
-                   seed=args.seed, duration=args.duration, weights=args.weights)
-    print(f"{result.run.recipe} on {profile.name}: mIoU {result.miou:.2f}, pixel accuracy "
+    spec = run_spec(args.recipe, args.profile, args.data, args.seed, args.duration, args.weights)
+    result = train(spec, run_name=args.run_name, save_folder=args.save_folder)
+    print(f"{result.run.recipe} on {spec.profile.name}: mIoU {result.miou:.2f}, pixel accuracy "
           f"{result.pixel_accuracy:.2f}, {result.wall_time:.0f} s; run folder {result.folder}")
     return 0
-
-
-def launcher_command(gpus: int, argv: Sequence[str]) -> list[str]:
-    """``segkit ARGV`` under Composer's launcher, one process per GPU."""
-    return [sys.executable, "-m", "composer.cli.launcher", "-n", str(gpus), "-m", "segkit", *argv]
 
 
 def launch(gpus: int, argv: Sequence[str]) -> int:
@@ -113,6 +106,7 @@ def launch(gpus: int, argv: Sequence[str]) -> int:
 def run_recipes(args: argparse.Namespace) -> None:
     from segkit import recipes
     from segkit.profiles import get_profile
+    from segkit.spec import RunSpec
 
     if args.name is None:
         for name in recipes.RECIPES:
@@ -125,7 +119,8 @@ def run_recipes(args: argparse.Namespace) -> None:
     recipe, baseline = recipes.load(args.name), recipes.baseline()
     if args.profile:
         profile = get_profile(args.profile)
-        steps = (profile.scenes_train_images // profile.global_batch_size if profile.default_data == "scenes"
+        # on the built-in scenes the steps per epoch are known; on ADE20k they are the reference's
+        steps = (RunSpec(recipe, profile).steps_per_epoch() if profile.default_data == "scenes"
                  else recipes.REFERENCE_STEPS_PER_EPOCH)
         recipe, baseline = (recipes.scale(r, profile, steps_per_epoch=steps) for r in (recipe, baseline))
     if args.yaml:
@@ -151,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "train":
             return run_train(args, argv)
         elif args.command == "evaluate":
-            from segkit.training import evaluate
+            from segkit.inference import evaluate
 
             scores = evaluate(args.run_folder, args.data)
             print(f"mIoU {scores['miou']:.2f}  pixel accuracy {scores['pixel_accuracy']:.2f}")
@@ -167,12 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     return 0
-
-
-def one_line(error: Exception) -> str:
-    """The message of an error as one line (DataLoader workers wrap messages in a traceback)."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -1,28 +1,99 @@
-"""Comparing runs the way MosaicML states its claims, from run histories.
+"""The reference's published results and its three claims, as data, and how runs measure them.
 
-- speedup (mild's claim): the baseline's wall time over the time another run needs to first
-  reach the baseline's final mIoU;
-- gain at equal cost (medium's claim): another run's mIoU at the baseline's total wall time,
-  minus the baseline's final mIoU (what you would have stopping both at the same time);
-- final gain (hot's claim): final mIoU minus the baseline's final mIoU.
+``PUBLISHED`` holds each recipe's published mIoU and wall time (8xA100, ADE20k); ``CLAIMS`` holds,
+for mild, medium and hot, the published figure and the function that measures it from two runs
+(the baseline's and the recipe's). Tables, plots, the summary page and the study all read these.
 
-Wall time is training time including evaluation, as the reference's 3.5 h. Functions take
-``segkit.runs.Run`` objects and return plain numbers (None when a target is never reached).
+- speedup (mild): the baseline's cost over the cost at which the run first reaches the
+  baseline's final mIoU;
+- gain at equal cost (medium): the run's mIoU by the baseline's total cost, minus the
+  baseline's final mIoU (what you would have stopping both at the same time);
+- final gain (hot): final mIoU minus the baseline's final mIoU.
+
+Cost is measured on one of two axes. ``"wall_time"`` is training time including evaluation,
+as the reference's hours; it depends on the machine and on what else runs on it.
+``"passes"`` counts forward-backward passes through the model (a SAM step makes two): the
+work a GPU spends its time on, the same on every machine and for every repetition.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 from segkit.runs import Run
 
+#: The axes cost is measured on (see the module docstring).
+COST_AXES = ("wall_time", "passes")
 
-def miou_at(run: Run, wall_time: float) -> float | None:
-    """The mIoU of the last evaluation done by ``wall_time`` (None before the first one)."""
-    done = [row["miou"] for row in run.history if row["wall_time"] <= wall_time]
+
+@dataclass(frozen=True)
+class Published:
+    """A recipe's published result on 8xA100 (MosaicML's ADE20k article)."""
+
+    miou: float  # validation mIoU, single scale
+    hours: float  # training wall time on 8xA100
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One headline claim: what was published, and the function that measures it from runs."""
+
+    recipe: str  # the recipe the claim is about
+    label: str  # e.g. "speedup to the baseline's final mIoU"
+    published: float  # the article's figure
+    unit: str  # "x" (a ratio) or "mIoU" (points)
+    measure: Callable[..., float | None]  # (baseline run, recipe run, cost axis) -> value, None if not reached
+
+    def holds(self, value: float | None) -> bool:
+        """Whether a measured value points the published way: faster than the baseline, or a gain."""
+        return value is not None and (value > 1 if self.unit == "x" else value > 0)
+
+    def text(self, value: float | None) -> str:
+        if value is None:
+            return "not reached"
+        return f"{value:.2f}x" if self.unit == "x" else f"{value:+.2f}"
+
+
+def passes(run: Run, entry: dict[str, Any]) -> int:
+    """Forward-backward passes up to a history entry: one per step, two on a SAM step.
+
+    SAM runs on steps ``k`` with ``k % sam_interval == 0`` (k = 1, 2, ...), so ``step // interval``
+    of the first ``step`` steps are SAM steps.
+
+    Example:
+        >>> run = Run(".", info={"plan": {"sam_rho": 0.3, "sam_interval": 2}})
+        >>> passes(run, {"step": 10})
+        15
+    """
+    plan = run.info.get("plan", {})
+    step = int(entry["step"])
+    return step + (step // plan["sam_interval"] if plan.get("sam_rho") is not None else 0)
+
+
+def cost(run: Run, entry: dict[str, Any], axis: str = "wall_time") -> float:
+    """The cost of a run up to a history entry, on ``axis`` (``"wall_time"`` or ``"passes"``)."""
+    return float(entry["wall_time"]) if axis == "wall_time" else float(passes(run, entry))
+
+
+def total_cost(run: Run, axis: str = "wall_time") -> float:
+    return cost(run, run.final, axis)
+
+
+def miou_at(run: Run, budget: float, axis: str = "wall_time") -> float | None:
+    """The mIoU of the last evaluation done within ``budget`` (None before the first one)."""
+    done = [row["miou"] for row in run.history if cost(run, row, axis) <= budget]
     return done[-1] if done else None
 
 
-def speedup(baseline: Run, run: Run) -> float | None:
-    """How many times faster ``run`` first reaches the baseline's final mIoU (None if never).
+def cost_to_reach(run: Run, miou: float, axis: str = "wall_time") -> float | None:
+    """The cost at which ``run`` first evaluates at or above ``miou`` (None if it never does)."""
+    return next((cost(run, row, axis) for row in run.history if row["miou"] >= miou), None)
+
+
+def speedup(baseline: Run, run: Run, axis: str = "wall_time") -> float | None:
+    """How many times sooner ``run`` first reaches the baseline's final mIoU (None if never).
 
     Example:
         >>> base = Run(".", history=[{"wall_time": 10, "miou": 20}, {"wall_time": 20, "miou": 30}])
@@ -30,21 +101,45 @@ def speedup(baseline: Run, run: Run) -> float | None:
         >>> speedup(base, fast)
         5.0
     """
-    reached = run.time_to_reach(baseline.final["miou"])
-    return None if reached is None else baseline.final["wall_time"] / reached
+    reached = cost_to_reach(run, baseline.final["miou"], axis)
+    return None if reached is None else total_cost(baseline, axis) / reached
 
 
-def gain_at_equal_cost(baseline: Run, run: Run) -> float | None:
-    """mIoU points of ``run`` over the baseline, both stopped at the baseline's total wall time."""
-    miou = miou_at(run, baseline.final["wall_time"])
+def gain_at_equal_cost(baseline: Run, run: Run, axis: str = "wall_time") -> float | None:
+    """mIoU points of ``run`` over the baseline, both stopped at the baseline's total cost.
+
+    Example:
+        >>> base = Run(".", history=[{"wall_time": 10, "miou": 20}, {"wall_time": 20, "miou": 30}])
+        >>> run = Run(".", history=[{"wall_time": 12, "miou": 29}, {"wall_time": 19, "miou": 33},
+        ...                         {"wall_time": 25, "miou": 36}])
+        >>> gain_at_equal_cost(base, run)
+        3
+    """
+    miou = miou_at(run, total_cost(baseline, axis), axis)
     return None if miou is None else miou - baseline.final["miou"]
 
 
-def final_gain(baseline: Run, run: Run) -> float:
-    """Final mIoU points of ``run`` over the baseline's final mIoU."""
+def final_gain(baseline: Run, run: Run, axis: str = "wall_time") -> float:
+    """Final mIoU points of ``run`` over the baseline's final mIoU (the axis plays no part)."""
     return run.final["miou"] - baseline.final["miou"]
 
 
-def cost_ratio(baseline: Run, run: Run) -> float:
-    """Total wall time of ``run`` over the baseline's."""
-    return run.final["wall_time"] / baseline.final["wall_time"]
+def cost_ratio(baseline: Run, run: Run, axis: str = "wall_time") -> float:
+    """Total cost of ``run`` over the baseline's."""
+    return total_cost(run, axis) / total_cost(baseline, axis)
+
+
+#: The reference's published results (MosaicML, "Mosaic ResNet-101 DeepLabV3+ recipes", 8xA100).
+PUBLISHED = {
+    "baseline": Published(miou=45.33, hours=3.5),
+    "mild": Published(miou=45.48, hours=39 / 60),
+    "medium": Published(miou=49.32, hours=3.55),
+    "hot": Published(miou=49.91, hours=13.47),
+}
+
+#: The three headline claims, each with the function that measures it.
+CLAIMS = {
+    "mild": Claim("mild", "speedup to the baseline's final mIoU", 5.4, "x", speedup),
+    "medium": Claim("medium", "mIoU gain at the baseline's cost", 4.0, "mIoU", gain_at_equal_cost),
+    "hot": Claim("hot", "final mIoU gain", 4.58, "mIoU", final_gain),
+}

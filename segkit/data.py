@@ -12,13 +12,14 @@ Every problem with a folder or a file raises ``DataError`` naming it and saying 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import tv_tensors
 
 from segkit.errors import DataError
@@ -26,7 +27,11 @@ from segkit.errors import DataError
 #: The splits of ADEChallengeData2016.
 SPLITS = ("training", "validation")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-ADE20K_NUM_CLASSES = 150
+_ADE20K = json.loads((Path(__file__).with_name("ade20k150.json")).read_text())
+#: ADE20k's 150 class names (annotation value k is ``ADE20K_CLASSES[k - 1]``; 0 is unlabelled), used when a
+#: data root has no objectInfo150.txt. Standard palette: ``ADE20K_PALETTE``, as in mmsegmentation.
+ADE20K_CLASSES: tuple[str, ...] = tuple(_ADE20K["classes"])
+ADE20K_PALETTE: tuple[tuple[int, int, int], ...] = tuple(tuple(color) for color in _ADE20K["palette"])
 
 
 def read_class_names(root: Path) -> tuple[str, ...] | None:
@@ -138,7 +143,7 @@ class ADE20k(Dataset):
         self.split = split
         self.pairs = find_pairs(self.root, split)
         names = read_class_names(self.root)
-        self.class_names = names if names is not None else tuple(f"class {k}" for k in range(1, 151))
+        self.class_names = names if names is not None else ADE20K_CLASSES
         if len(self.class_names) > 254:
             raise DataError(f"{self.root} lists {len(self.class_names)} classes; at most 254 fit 8-bit masks")
         self.transform = transform
@@ -166,3 +171,23 @@ class ADE20k(Dataset):
         if self.transform is None:
             return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long() - 1
         return self.transform(image, mask)
+
+
+def build_loaders(train_set: ADE20k, val_set: ADE20k, device_batch: int, seed: int, *, num_workers: int = 0,
+                  pin_memory: bool = False, world_size: int = 1, rank: int = 0) -> tuple[DataLoader, DataLoader]:
+    """Shuffled, drop-last training loader and an in-order evaluation loader, split over processes.
+
+    Each of ``world_size`` processes (one per GPU) gets its own share of every epoch through a
+    ``DistributedSampler`` seeded by ``seed``; with one process it is the whole set, shuffled.
+    """
+    world = world_size
+    common = {"batch_size": device_batch, "num_workers": num_workers, "pin_memory": pin_memory,
+              "persistent_workers": num_workers > 0}
+    train_loader = DataLoader(
+        train_set, drop_last=True, **common,
+        sampler=DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed,
+                                   drop_last=True))
+    val_loader = DataLoader(
+        val_set, **common,
+        sampler=DistributedSampler(val_set, num_replicas=world, rank=rank, shuffle=False))
+    return train_loader, val_loader

@@ -24,3 +24,9 @@ class WeightsError(SegkitError):
 
 class RunError(SegkitError):
     """A run folder cannot be written, or training cannot continue (for example a non-finite loss)."""
+
+
+def one_line(error: BaseException) -> str:
+    """The message of an error as one line (DataLoader workers wrap messages in a traceback)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

@@ -2,8 +2,8 @@
 
 Each picture is a pure function that computes it (numbers a test can check) and a thin function
 that draws it (a plotly figure, or HTML pictures from ``segkit.gallery``). They use segkit's own
-code where there is some: MixUp is ``segkit.algorithms.mix_batch``, the SAM step is
-``segkit.algorithms.SAMOptimizer``, the losses are ``segkit.losses``.
+code where there is some: MixUp is ``segkit.functional.mix_batch``, the SAM step is
+``segkit.functional.SAMOptimizer``, the losses are ``segkit.losses``.
 
     lr_schedules           cosine against constant learning rate, over each recipe's length
     missing_class_losses   why the Dice term helps small classes (cross-entropy barely notices them)
@@ -24,13 +24,12 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from composer.algorithms import EMA
 from plotly.subplots import make_subplots
 from torch.nn import functional as F
 
 from segkit import recipes
-from segkit.algorithms import SAMOptimizer, mix_batch
 from segkit.data import ADE20k
+from segkit.functional import SAMOptimizer, ema_smoothing, mix_batch
 from segkit.gallery import blend_masks, colorize, legend, palette, picture_table, to_picture
 from segkit.losses import cross_entropy, dice_loss
 from segkit.metrics import confusion_matrix, mean_iou, pixel_accuracy
@@ -112,17 +111,6 @@ def first_mask(root: str | Path, size: int = 64, split: str = "validation") -> t
 
 
 # --- EMA --------------------------------------------------------------------------------------
-
-def ema_smoothing(half_life: int, update_interval: int = 1) -> float:
-    """Composer's EMA decay per update, ``2 ** (-update_interval / half_life)`` (both in batches),
-    taken from Composer's ``EMA`` itself.
-
-    Example:
-        >>> round(ema_smoothing(1000, 10), 6), round(ema_smoothing(2000, 1), 6)
-        (0.993092, 0.999653)
-    """
-    return EMA(half_life=f"{half_life}ba", update_interval=f"{update_interval}ba").smoothing
-
 
 def moving_average(values: np.ndarray, half_life: int, update_interval: int = 1) -> np.ndarray:
     """The EMA of a trajectory as Composer keeps it: updated every ``update_interval`` steps, held between.
@@ -258,10 +246,11 @@ def mixing_histogram(alpha: float, bins: int = 20) -> tuple[np.ndarray, np.ndarr
     return (edges[:-1] + edges[1:]) / 2, shares / shares.sum()
 
 
-def mixing_figure(alphas: Sequence[float] = (0.2, 0.5)) -> go.Figure:
-    """Histograms of MixUp's mixing weight for medium's alpha (0.2) and hot's (0.5)."""
+def mixing_figure(chosen: Sequence[Recipe] | None = None) -> go.Figure:
+    """Histograms of MixUp's mixing weight for each recipe with MixUp (medium's alpha 0.2, hot's 0.5)."""
+    chosen = chosen or [recipes.get(name) for name in recipes.RECIPES]
     figure = go.Figure()
-    for alpha, name in zip(alphas, ("medium", "hot"), strict=False):
+    for alpha, name in ((r.mixup_alpha, r.name) for r in chosen if r.mixup_alpha is not None):
         centres, shares = mixing_histogram(alpha)
         figure.add_trace(go.Bar(x=centres, y=shares.round(4), width=0.025, opacity=0.6,
                                 name=f"alpha {alpha} ({name}): mean {mixing_weights(alpha).mean():.2f}",

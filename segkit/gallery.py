@@ -21,8 +21,8 @@ from PIL import Image
 
 from segkit.data import ADE20k
 from segkit.errors import ConfigError
-from segkit.training import load_model
-from segkit.transforms import eval_transform, normalize
+from segkit.inference import load_model, predict
+from segkit.transforms import eval_transform
 
 #: Colour of ignored (unlabelled) pixels.
 IGNORED_COLOR = (40, 40, 40)
@@ -164,7 +164,7 @@ class Predictions:
             return []
         images, masks = zip(*(self.dataset[i] for i in indices), strict=True)
         with torch.no_grad():
-            predicted = self.model(normalize(torch.stack(images))).argmax(1)  # (N, H, W)
+            predicted = predict(self.model, torch.stack(images))  # (N, H, W)
         return [(to_picture(image), colorize(mask, self.colors), colorize(prediction, self.colors))
                 for image, mask, prediction in zip(images, masks, predicted, strict=True)]
 

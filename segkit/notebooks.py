@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -33,17 +32,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segkit import recipes
-from segkit.errors import ConfigError, DataError, RunError, SegkitError
+from segkit.errors import ConfigError, DataError, RunError, SegkitError, one_line
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
-from segkit.runs import METRICS_FILE, Run, check_run_name
+from segkit.report import Outcome, write_summary
+from segkit.runs import METRICS_FILE, Run, RunResult, check_run_name
+from segkit.spec import DEFAULT_SEED, RunSpec, launcher_command, run_spec
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
     from segkit.plots import LiveCurves
     from segkit.tables import Table
-    from segkit.training import RunResult
 
 #: The notebooks of the kit, in the order they run, and the recipe each one trains.
 NOTEBOOKS = {"00_baseline": "baseline", "01_mild": "mild", "02_medium": "medium", "03_hot": "hot"}
@@ -68,53 +68,42 @@ class Job:
     gpus: int = 1  # more than 1: train through Composer's launcher (DDP), one process per GPU
     run_name: str = ""  # "" = RECIPE-PROFILE-seedSEED (plus -DURATION when duration is set)
     save_folder: str = "runs"  # where run folders go; notebooks 01-03 find the baseline run here
-    seed: int = 17  # the reference's seed
+    seed: int = DEFAULT_SEED  # the reference's seed
     weights: str = ""  # backbone init: "" = the profile's (random on cpu, ImageNet on a100), "none" or a .pth
 
     @property
     def settings(self) -> Profile:
         return get_profile(self.profile)
 
-    @property
-    def data(self) -> str | Path:
-        """What ``segkit.train`` takes as data: ``"scenes"`` or the data folder."""
-        return Path(self.data_root).expanduser() if self.data_root else "scenes"
+    def spec(self, recipe: Recipe | None = None) -> RunSpec:
+        """The run this job trains for ``recipe`` (the notebook's own by default)."""
+        return run_spec(recipe or self.recipe, self.profile, self.data_root or None, self.seed,
+                        self.duration or None, self.weights or None)
 
     @property
     def data_folder(self) -> Path:
         """The data folder itself (the built-in scenes are generated on first use)."""
-        from segkit.training import resolve_data
-
-        return resolve_data(self.data, self.settings)
+        return self.spec().data_folder()
 
     @property
     def steps_per_epoch(self) -> int:
         """Optimizer steps per epoch on this job's data (last partial batch dropped)."""
-        profile = self.settings
-        if not self.data_root:
-            return profile.scenes_train_images // profile.global_batch_size
-        folder = self.data / "images" / "training"
-        images = sum(1 for path in folder.iterdir() if not path.name.startswith("."))
-        return max(1, images // profile.global_batch_size)
+        return max(1, self.spec().steps_per_epoch())
 
     def run_name_for(self, recipe: Recipe | None = None) -> str:
         """The run folder name for a recipe: the ``run_name`` parameter for the notebook's own recipe,
-        else ``RECIPE-PROFILE-seedSEED[-DURATION]``; an edited recipe is named by a digest of its settings."""
+        else ``RunSpec.run_name`` (an edited recipe is named by a digest of its settings)."""
         recipe = recipe or self.recipe
         if recipe == self.recipe and self.run_name:
             return self.run_name
-        name = recipe.name
-        if recipes.RECIPES.get(name) is None or recipes.get(name) != recipe:
-            name = f"{name}-{hashlib.sha1(recipe.to_yaml().encode()).hexdigest()[:8]}"
-        return default_run_name(name, self.profile, self.seed, self.duration)
+        return self.spec(recipe).run_name
 
     def run_folder(self, recipe: Recipe | None = None) -> Path:
         return Path(self.save_folder).expanduser() / self.run_name_for(recipe)
 
     def baseline_run(self) -> Run | None:
         """The finished baseline run of the same profile, seed and duration in ``save_folder``, if any."""
-        folder = Path(self.save_folder).expanduser() / default_run_name("baseline", self.profile, self.seed,
-                                                                         self.duration)
+        folder = Path(self.save_folder).expanduser() / self.spec(recipes.baseline()).run_name
         if not (folder / METRICS_FILE).is_file():
             return None
         run = Run.load(folder)
@@ -128,7 +117,7 @@ class Job:
                             changes_only=changes_only)
 
     def train(self, recipe: Recipe | None = None, run_name: str | None = None) -> RunResult:
-        """Train (or resume, or reuse a finished run) with live curves; returns ``segkit.training.RunResult``.
+        """Train (or resume, or reuse a finished run) with live curves; returns a ``segkit.runs.RunResult``.
 
         With ``gpus`` above 1 training runs through Composer's launcher, not in this process.
         """
@@ -142,10 +131,9 @@ class Job:
         if self.gpus > 1:
             result = self._train_with_launcher(recipe, run_name, curves)
         else:
-            from segkit.training import train
+            from segkit.engine import train
 
-            result = train(recipe, self.data, self.settings, run_name=run_name, save_folder=self.save_folder,
-                           seed=self.seed, duration=self.duration or None, weights=self.weights or None,
+            result = train(self.spec(recipe), run_name=run_name, save_folder=self.save_folder,
                            on_progress=curves, progress_bar=False)
         curves.finish(result.run)
         print(f"{run_name}: mIoU {result.miou:.2f}, pixel accuracy {result.pixel_accuracy:.2f}, "
@@ -153,18 +141,11 @@ class Job:
         return result
 
     def _train_with_launcher(self, recipe: Recipe, run_name: str, curves: LiveCurves) -> RunResult:
-        from segkit.cli import launcher_command
-        from segkit.training import RunResult
-
         folder = Path(self.save_folder).expanduser() / run_name
         folder.mkdir(parents=True, exist_ok=True)
         recipe_file = folder / "recipe.yaml"
         recipe_file.write_text(recipe.to_yaml())
-        argv = ["train", "--recipe", str(recipe_file), "--profile", self.profile, "--data", str(self.data),
-                "--run-name", run_name, "--save-folder", self.save_folder, "--seed", str(self.seed),
-                "--gpus", str(self.gpus)]
-        argv += ["--duration", self.duration] if self.duration else []
-        argv += ["--weights", self.weights] if self.weights else []
+        argv = self.spec(recipe).train_argv(run_name, self.save_folder, str(recipe_file), self.gpus)
         seen = 0
         with subprocess.Popen(launcher_command(self.gpus, argv), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
@@ -184,7 +165,7 @@ class Job:
         baseline = None if result.run.recipe == "baseline" else self.baseline_run()
         table = results_table(result.run, baseline)
         if baseline is None and result.run.recipe != "baseline":
-            expected = default_run_name("baseline", self.profile, self.seed, self.duration)
+            expected = self.spec(recipes.baseline()).run_name
             table.notes.append(
                 f"No baseline run in {self.save_folder} to compare with on this machine: run "
                 f"00_baseline.ipynb with the same parameters first (it writes {expected}), then this one "
@@ -199,16 +180,6 @@ class Job:
         runs = [baseline, result.run] if baseline is not None else [result.run]
         return comparison_figure(runs, title=f"{result.run.name} against the baseline on this machine"
                                  if baseline else f"{result.run.name}")
-
-
-def default_run_name(recipe: str, profile: str, seed: int, duration: str = "") -> str:
-    """``RECIPE-PROFILE-seedSEED``, plus ``-DURATION`` when the length is overridden.
-
-    Example:
-        >>> default_run_name("hot", "cpu", 17), default_run_name("baseline", "tiny", 3, "2ba")
-        ('hot-cpu-seed17', 'baseline-tiny-seed3-2ba')
-    """
-    return f"{recipe}-{profile}-seed{seed}" + (f"-{duration}" if duration else "")
 
 
 def feed_history(folder: Path, curves: LiveCurves, seen: int) -> int:
@@ -275,19 +246,13 @@ def check_parameters(values: dict[str, Any], recipe: str | Recipe) -> Job:
 
 def check_job(job: Job) -> None:
     """Check ranges, and that the job can run here (data present, GPUs there); raise one line if not."""
-    from segkit.training import parse_duration
-
     profile = job.settings  # an unknown profile raises here
     if not 0 <= job.seed < 2**32:
         raise ConfigError(f"parameter seed must be in [0, 2**32), got {job.seed}")
-    if job.duration:
-        parse_duration(job.duration)
     if job.run_name:
         check_run_name(job.run_name)
     if not job.save_folder:
         raise ConfigError("parameter save_folder is empty; give a folder for run folders, e.g. 'runs'")
-    if job.weights not in ("", "none", "imagenet") and not Path(job.weights).expanduser().is_file():
-        raise ConfigError(f"parameter weights {job.weights!r} is not 'none', 'imagenet' or an existing file")
     if job.gpus < 1:
         raise ConfigError(f"parameter gpus must be at least 1, got {job.gpus}")
     if job.gpus > 1 and profile.device != "gpu":
@@ -300,11 +265,8 @@ def check_job(job: Job) -> None:
         if available < job.gpus:
             raise ConfigError(f"profile {profile.name!r} with gpus = {job.gpus} needs {job.gpus} CUDA "
                               f"GPU(s); this machine has {available}; use profile 'cpu' here")
-    if not job.data_root:
-        if profile.default_data != "scenes":
-            raise ConfigError(f"profile {profile.name!r} trains on ADE20k: set data_root to the folder of an "
-                              f"extracted ADEChallengeData2016 (papermill -p data_root /path/to/it)")
-    elif not (job.data / "images" / "training").is_dir():
+    job.spec()  # duration, weights, and real data for a profile that needs it
+    if job.data_root and not (Path(job.data_root).expanduser() / "images" / "training").is_dir():
         raise DataError(f"parameter data_root {job.data_root!r} is not an extracted ADEChallengeData2016 "
                         f"(it has no images/training folder); give the folder that holds images/ and "
                         f"annotations/")
@@ -319,8 +281,6 @@ def one_line_errors() -> None:
     shell = get_ipython()
     if shell is None:
         return
-    from segkit.cli import one_line
-
     def show(shell, kind, error, traceback, tb_offset=None) -> list[str]:
         # IPython calls this instead of showing the error; showtraceback() shows it (and ipykernel
         # records it as the cell's error output) with the traceback that _render_traceback_ gives.
@@ -354,17 +314,6 @@ def cli_values(parameters: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- the main job: all notebooks, headless ----------------------------------------------------
-
-@dataclass
-class Outcome:
-    """How one notebook of ``run_all`` went."""
-
-    notebook: str  # e.g. "03_hot"
-    output: Path  # the executed notebook
-    seconds: float  # wall time of the whole notebook
-    run: Run | None  # the run it trained, when its folder exists
-    error: str | None = None  # one line, when it failed
-
 
 @contextlib.contextmanager
 def current_python_kernel() -> Iterator[str]:
@@ -425,7 +374,6 @@ def run_all(out: str | Path, only: Sequence[str] | None = None, parameters: dict
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    from segkit.report import write_summary
 
     out = Path(out).expanduser()
     values = cli_values(dict(parameters or {}))
@@ -451,8 +399,6 @@ def run_all(out: str | Path, only: Sequence[str] | None = None, parameters: dict
                 papermill.execute_notebook(source / f"{name}.ipynb", output, parameters=values,
                                            kernel_name=kernel, progress_bar=False)
             except papermill.PapermillExecutionError as failure:
-                from segkit.cli import one_line
-
                 error = (f"notebook {name}.ipynb failed in cell In [{failure.exec_count}] "
                          f"({failure.ename}: {one_line(Exception(failure.evalue))})")
             except (CellTimeoutError, DeadKernelError) as failure:

@@ -25,10 +25,11 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from segkit.runs import Run
+from segkit import recipes
+from segkit.runs import Run, history_series
 
-#: One colour per recipe, the same in every figure.
-RECIPE_COLORS = {"baseline": "#636efa", "mild": "#00a86b", "medium": "#ff9f1c", "hot": "#e63946"}
+#: One colour per named recipe, in the order of ``segkit.recipes.RECIPES``, the same in every figure.
+RECIPE_COLORS = dict(zip(recipes.RECIPES, ("#636efa", "#00a86b", "#ff9f1c", "#e63946"), strict=True))
 OTHER_COLOR = "#8e44ad"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
@@ -95,11 +96,6 @@ class CurveData:
         return [step / per_epoch for step in self.steps] if per_epoch else [float(s) for s in self.steps]
 
 
-def _column(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float], list[float]]:
-    rows = [row for row in rows if row.get(key) is not None]
-    return [row["epoch"] for row in rows], [row["wall_time"] for row in rows], [row[key] for row in rows]
-
-
 def training_layout(title: str) -> dict[str, Any]:
     """The layout of the training-curves figure (three panels), as plotly JSON."""
     figure = make_subplots(rows=1, cols=3, horizontal_spacing=0.08,
@@ -121,7 +117,7 @@ def training_figure(data: CurveData, name: str, recipe: str, reference: Run | No
     once ``layout`` (from ``training_layout``) is made.
     """
     color = recipe_color(recipe)
-    epochs, seconds, miou = _column(data.history, "miou")
+    epochs, seconds, miou = history_series(data.history, "miou")
     traces: list[dict[str, Any]] = []
     if data.steps:
         traces.append({"type": "scatter", "x": data.step_epochs(), "y": data.losses,
@@ -129,7 +125,7 @@ def training_figure(data: CurveData, name: str, recipe: str, reference: Run | No
                        "opacity": 0.35, "xaxis": "x", "yaxis": "y"})
     for key, label, dash in (("train_loss", "train loss (mean)", "solid"),
                              ("val_loss", "validation loss", "dot")):
-        x, _, y = _column(data.history, key)
+        x, _, y = history_series(data.history, key)
         traces.append({"type": "scatter", "x": x, "y": y, "name": label, "mode": "lines+markers",
                        "line": {"color": color, "dash": dash}, "marker": {"size": 4},
                        "xaxis": "x", "yaxis": "y"})
@@ -142,7 +138,7 @@ def training_figure(data: CurveData, name: str, recipe: str, reference: Run | No
     traces.append({"type": "scatter", "x": seconds, "y": miou, "name": f"{name} mIoU",
                    "mode": "lines+markers", "line": {"color": color}, "marker": {"size": 5},
                    "xaxis": "x2", "yaxis": "y2"})
-    x, _, speed = _column(data.history, "images_per_second")
+    x, _, speed = history_series(data.history, "images_per_second")
     traces.append({"type": "bar", "x": x, "y": speed, "name": "images/s", "marker": {"color": color},
                    "opacity": 0.6, "xaxis": "x3", "yaxis": "y3"})
     layout = copy.deepcopy(layout) if layout is not None else training_layout(name)
@@ -150,13 +146,6 @@ def training_figure(data: CurveData, name: str, recipe: str, reference: Run | No
     status = f"{name}: epoch {last['epoch']:g}, mIoU {last['miou']:.2f}" if last else f"{name}: starting"
     layout["title"] = {"text": status}
     return {"data": traces, "layout": layout}
-
-
-def run_figure(run: Run, reference: Run | None = None) -> go.Figure:
-    """The training curves of a finished (or running) run, from its metrics.json."""
-    data = CurveData()
-    data.history = list(run.history)
-    return go.Figure(training_figure(data, run.name, run.recipe, reference))
 
 
 class LiveCurves:

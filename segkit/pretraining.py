@@ -218,3 +218,13 @@ def pretrained_backbone(backbone: str, *, log=print) -> Path:
             pretrain(settings, path, log=log)
     read_provenance(path)
     return path
+
+
+def backbone_init(weights: str | None, backbone: str) -> str | None:
+    """Backbone init as ``deeplabv3plus`` takes it: ``"scenes"`` (the laptop's ImageNet) becomes the
+    cached pretrained file (``segkit.pretraining``), ``"none"`` becomes None."""
+    if weights in (None, "none"):
+        return None
+    if weights == "scenes":
+        return str(pretrained_backbone(backbone))
+    return weights

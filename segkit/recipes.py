@@ -30,16 +30,6 @@ from segkit.profiles import Profile, get_profile
 
 #: Steps per epoch of the reference: 20,210 ADE20k images, batch 128, last partial batch dropped.
 REFERENCE_STEPS_PER_EPOCH = 157
-#: The reference's published results (8xA100): mIoU and wall time per recipe.
-PUBLISHED = {
-    "baseline": {"miou": 45.33, "hours": 3.5},
-    "mild": {"miou": 45.48, "hours": 39 / 60},
-    "medium": {"miou": 49.32, "hours": 3.55},
-    "hot": {"miou": 49.91, "hours": 13.47},
-}
-#: The reference's headline claims against the baseline.
-CLAIMS = {"mild_speedup": 5.4, "medium_gain": 4.0, "hot_gain": 4.58}
-
 _TIME = re.compile(r"^(\d+)(ba|ep)$")
 
 
@@ -65,12 +55,6 @@ class Recipe:
 
     def __post_init__(self) -> None:
         check(self)
-
-    def algorithms(self) -> list:
-        """The Composer algorithm objects this recipe trains with (see ``segkit.algorithms``)."""
-        from segkit.algorithms import build_algorithms  # Composer stays behind segkit.algorithms
-
-        return build_algorithms(self)
 
     def changes(self, against: Recipe | None = None) -> dict[str, tuple[Any, Any]]:
         """Fields that differ from ``against`` (the baseline by default): ``{field: (theirs, ours)}``.

@@ -10,16 +10,25 @@ from __future__ import annotations
 import html
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from segkit.plots import comparison_figure
-from segkit.runs import atomic_write
+from segkit.runs import Run, atomic_write
 from segkit.tables import duration_text, summary_table
 
-if TYPE_CHECKING:
-    from segkit.notebooks import Outcome
+
+@dataclass
+class Outcome:
+    """How one notebook of the main job (``segkit.notebooks.run_all``) went."""
+
+    notebook: str  # e.g. "03_hot"
+    output: Path  # the executed notebook
+    seconds: float  # wall time of the whole notebook
+    run: Run | None  # the run it trained, when its folder exists
+    error: str | None = None  # one line, when it failed
+
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }

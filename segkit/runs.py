@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
+import platform
 import re
 import tempfile
 from collections.abc import Callable
@@ -187,15 +189,21 @@ class Run:
 
     def series(self, key: str) -> tuple[list[float], list[float], list[float]]:
         """``(epochs, wall_times, values)`` of one history field, for plotting."""
-        rows = [row for row in self.history if row.get(key) is not None]
-        return ([row["epoch"] for row in rows], [row["wall_time"] for row in rows], [row[key] for row in rows])
-
-    def time_to_reach(self, miou: float) -> float | None:
-        """Wall time (s) at the first evaluation with mIoU >= ``miou``; None if never reached."""
-        return next((row["wall_time"] for row in self.history if row["miou"] >= miou), None)
+        return history_series(self.history, key)
 
     def write(self) -> None:
         write_json(self.folder / METRICS_FILE, {**self.info, "history": self.history})
+
+
+def history_series(history: list[dict[str, Any]], key: str) -> tuple[list[float], list[float], list[float]]:
+    """``(epochs, wall_times, values)`` of the history entries that have ``key``.
+
+    Example:
+        >>> history_series([{"epoch": 1, "wall_time": 5.0, "miou": 20.0}, {"epoch": 2, "wall_time": 9.0}], "miou")
+        ([1], [5.0], [20.0])
+    """
+    rows = [row for row in history if row.get(key) is not None]
+    return [row["epoch"] for row in rows], [row["wall_time"] for row in rows], [row[key] for row in rows]
 
 
 def find_runs(save_folder: str | Path) -> dict[str, Run]:
@@ -205,3 +213,68 @@ def find_runs(save_folder: str | Path) -> dict[str, Run]:
         with contextlib.suppress(RunError):
             runs[metrics.parent.name] = Run.load(metrics.parent)
     return runs
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What ``train`` returns: the run folder and its final numbers."""
+
+    folder: Path
+    run: Run
+    miou: float
+    pixel_accuracy: float
+    wall_time: float
+    resumed: bool
+
+    @classmethod
+    def of(cls, run: Run, resumed: bool) -> RunResult:
+        """The result a run folder records (NaN for numbers before its first evaluation)."""
+        final = run.final
+        return cls(folder=run.folder, run=run, miou=final.get("miou", math.nan),
+                   pixel_accuracy=final.get("pixel_accuracy", math.nan),
+                   wall_time=final.get("wall_time", math.nan), resumed=resumed)
+
+
+def open_run(folder: Path, info: dict[str, Any]) -> tuple[Run, bool]:
+    """The run to write in ``folder``, and whether it resumes from a checkpoint.
+
+    An existing folder must hold the same run (``check_same_run``). Its history continues only
+    from a checkpoint: a run killed before its first checkpoint starts over. A finished run (with
+    its weights saved) is returned as it is, to be reported without building a trainer.
+    """
+    resuming = (folder / CHECKPOINT_FILE).exists()
+    run = Run(folder=folder, info=info)
+    if (folder / METRICS_FILE).exists():
+        previous = Run.load(folder)
+        check_same_run(previous.info, info, folder)
+        if resuming and previous.status == "finished" and (folder / WEIGHTS_FILE).is_file():
+            return previous, True
+        if resuming:
+            run.history = previous.history
+    return run, resuming
+
+
+def check_same_run(previous: dict[str, Any], current: dict[str, Any], folder: Path) -> None:
+    """A run folder is only resumed by the same run: same recipe, profile, data, seed and length."""
+    def short(value: Any) -> Any:
+        return value.get("name") if isinstance(value, dict) else value
+
+    for key in ("recipe", "profile", "seed", "duration"):
+        if previous.get(key) != current.get(key):
+            raise RunError(
+                f"run folder {folder} holds a run with another {key} ({short(previous.get(key))!r}; "
+                f"this command asks for {short(current.get(key))!r}); choose another --run-name, "
+                f"or delete the folder to start over")
+    if previous.get("data", {}).get("root") != current["data"]["root"]:
+        raise RunError(f"run folder {folder} was trained on {previous.get('data', {}).get('root')}, not "
+                       f"{current['data']['root']}; choose another --run-name")
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version()}
+    for package in ("segkit", "mosaicml", "torch", "torchvision", "numpy"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[package] = version(package)
+    return versions

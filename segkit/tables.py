@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from segkit import comparison, recipes
+from segkit.comparison import CLAIMS, PUBLISHED
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
 from segkit.runs import Run
@@ -165,38 +166,35 @@ def duration_text(seconds: float | None) -> str:
 
 
 def claim(recipe_name: str, run: Run, baseline: Run | None) -> str:
-    """The reference's headline claim for a recipe, and what this run shows about it
-    (measured as ``segkit.comparison`` defines the claims)."""
-    published = recipes.PUBLISHED
+    """The reference's headline claim for a recipe, and what this run shows about it, in wall time
+    (measured by the claim's own function in ``segkit.comparison.CLAIMS``)."""
+    base_published = PUBLISHED["baseline"]
     if recipe_name == "baseline":
-        return (f"Published: the optimized baseline reaches {published['baseline']['miou']} mIoU in "
-                f"{published['baseline']['hours']} h on 8xA100.")
-    if recipe_name not in ("mild", "medium", "hot"):
+        return (f"Published: the optimized baseline reaches {base_published.miou} mIoU in "
+                f"{base_published.hours} h on 8xA100.")
+    if recipe_name not in CLAIMS:
         return ""
-    if recipe_name == "mild":
-        said = (f"Published: mild reaches the baseline's mIoU {recipes.CLAIMS['mild_speedup']}x sooner "
-                f"({published['mild']['hours'] * 60:.0f} min against {published['baseline']['hours']} h).")
-    else:
-        ratio = published[recipe_name]["hours"] / published["baseline"]["hours"]
-        said = (f"Published: {recipe_name} gains +{recipes.CLAIMS[recipe_name + '_gain']} mIoU over the "
-                f"baseline in {ratio:.2f}x its time.")
+    headline = CLAIMS[recipe_name]
+    published = PUBLISHED[recipe_name]
+    said = (f"Published: {recipe_name}'s {headline.label} is {headline.text(headline.published)} "
+            f"({duration_text(published.hours * 3600)} against the baseline's "
+            f"{duration_text(base_published.hours * 3600)}).")
     if baseline is None or not baseline.history or not run.history:
         return said
+    value = headline.measure(baseline, run)
     target, base_time = baseline.final["miou"], baseline.final["wall_time"]
-    if recipe_name == "mild":
-        speedup = comparison.speedup(baseline, run)
-        if speedup is None:
-            best = max(row["miou"] for row in run.history)
-            return f"{said} Here: mild did not reach the baseline's final mIoU {target:.2f} (its best: {best:.2f})."
-        return (f"{said} Here: mild reached the baseline's final mIoU {target:.2f} after "
-                f"{duration_text(run.time_to_reach(target))}, {speedup:.1f}x sooner than the baseline's "
+    if headline.unit == "x" and value is None:
+        best = max(row["miou"] for row in run.history)
+        return (f"{said} Here: {recipe_name} did not reach the baseline's final mIoU {target:.2f} "
+                f"(its best: {best:.2f}).")
+    if headline.unit == "x":
+        return (f"{said} Here: {recipe_name} reached the baseline's final mIoU {target:.2f} after "
+                f"{duration_text(comparison.cost_to_reach(run, target))}, {value:.1f}x sooner than the baseline's "
                 f"{duration_text(base_time)}.")
     here = (f"{said} Here: {comparison.final_gain(baseline, run):+.2f} mIoU in "
             f"{comparison.cost_ratio(baseline, run):.2f}x the baseline's time")
-    if recipe_name == "medium":
-        at_equal_cost = comparison.gain_at_equal_cost(baseline, run)
-        if at_equal_cost is not None:
-            here += f"; {at_equal_cost:+.2f} when both stop at the baseline's {duration_text(base_time)}"
+    if headline.measure is comparison.gain_at_equal_cost and value is not None:
+        here += f"; {value:+.2f} when both stop at the baseline's {duration_text(base_time)}"
     return here + "."
 
 
@@ -218,17 +216,14 @@ def results_table(run: Run, baseline: Run | None) -> Table:
     if baseline is not None and name != "baseline":
         rows.append(here("baseline, here", baseline))
         highlight.append(False)
-    reference = recipes.PUBLISHED
-    if name in reference:
-        base = reference["baseline"]
-        rows.append([f"{name}, published (8xA100)", reference[name]["miou"],
-                     f"{reference[name]['miou'] - base['miou']:+.2f}",
-                     duration_text(reference[name]["hours"] * 3600),
-                     f"{reference[name]['hours'] / base['hours']:.2f}x"])
+    if name in PUBLISHED:
+        base, published = PUBLISHED["baseline"], PUBLISHED[name]
+        rows.append([f"{name}, published (8xA100)", published.miou, f"{published.miou - base.miou:+.2f}",
+                     duration_text(published.hours * 3600), f"{published.hours / base.hours:.2f}x"])
         highlight.append(False)
         if name != "baseline":
-            rows.append(["baseline, published (8xA100)", base["miou"], "+0.00",
-                         duration_text(base["hours"] * 3600), "1.00x"])
+            rows.append(["baseline, published (8xA100)", base.miou, "+0.00",
+                         duration_text(base.hours * 3600), "1.00x"])
             highlight.append(False)
     notes = [note for note in (claim(name, run, baseline),) if note]
     return Table(columns, rows, caption=f"{run.name}: results", notes=notes, highlight=highlight)
@@ -240,19 +235,18 @@ def summary_table(runs: Sequence[Run]) -> Table:
     columns = ["recipe", "run", "epochs", "mIoU", "vs baseline", "training time", "time vs baseline",
                "published mIoU", "published vs baseline", "published time"]
     rows = []
-    reference = recipes.PUBLISHED
     for run in runs:
         miou, seconds = run.final.get("miou", math.nan), run.final.get("wall_time", math.nan)
         has_base = baseline is not None and baseline.history
-        published = reference.get(run.recipe)
+        published = PUBLISHED.get(run.recipe)
         rows.append([
             run.recipe, run.name, f"{run.final['epoch']:g}" if run.history else None, miou,
             f"{miou - baseline.final['miou']:+.2f}" if has_base else None,
             duration_text(seconds),
             f"{seconds / baseline.final['wall_time']:.2f}x" if has_base else None,
-            published["miou"] if published else None,
-            f"{published['miou'] - reference['baseline']['miou']:+.2f}" if published else None,
-            duration_text(published["hours"] * 3600) if published else None,
+            published.miou if published else None,
+            f"{published.miou - PUBLISHED['baseline'].miou:+.2f}" if published else None,
+            duration_text(published.hours * 3600) if published else None,
         ])
     claims = (claim(run.recipe, run, baseline) for run in runs if run.recipe != "baseline")
     notes = [note for note in claims if note]

@@ -16,7 +16,7 @@ import ipywidgets as w
 from IPython.display import HTML, display
 
 from segkit import recipes
-from segkit.errors import SegkitError
+from segkit.errors import SegkitError, one_line
 from segkit.gallery import Predictions
 from segkit.recipe_editor import RecipeEditor
 from segkit.recipes import Recipe
@@ -170,7 +170,6 @@ class TrainPanel(w.VBox):
         super().__init__([self.button, self.output])
 
     def _clicked(self, _button: w.Button) -> None:
-        from segkit.cli import one_line
 
         self.button.disabled = True
         self.output.clear_output()

@@ -6,9 +6,10 @@ import torch
 from composer import Callback
 from composer.algorithms import EMA
 
-from segkit.algorithms import SAMOptimizer, SegmentationMixUp, mix_batch
+from segkit.algorithms import SegmentationMixUp
+from segkit.engine import train
+from segkit.functional import SAMOptimizer, mix_batch
 from segkit.losses import MixedMasks
-from segkit.training import train
 
 
 class Spy(Callback):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from segkit.engine import train
 from segkit.errors import ConfigError
 from segkit.gallery import IGNORED_COLOR, Predictions, blend_masks, colorize, legend, palette, picture_table
-from segkit.training import train
 
 
 def test_colorize_paints_classes_and_ignored_pixels():

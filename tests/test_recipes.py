@@ -38,10 +38,10 @@ def test_full_profile_equals_reference(name):
 def test_full_profile_algorithms(name):
     from composer.algorithms import EMA, ChannelsLast
 
-    from segkit.algorithms import SAM, SegmentationMixUp
+    from segkit.algorithms import SAM, SegmentationMixUp, build_algorithms
 
     expected = REFERENCE[name]
-    algorithms = {type(a): a for a in recipes.get(name).algorithms()}
+    algorithms = {type(a): a for a in build_algorithms(recipes.get(name))}
     assert (ChannelsLast in algorithms) == expected["channels_last"]
     if expected["ema_half_life"]:
         ema = algorithms[EMA]

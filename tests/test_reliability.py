@@ -25,8 +25,8 @@ import torch
 from composer import Callback
 from PIL import Image
 
+from segkit.engine import train
 from segkit.errors import ConfigError, DataError, RunError, SegkitError, WeightsError
-from segkit.training import train
 from tests.conftest import REPO, run_segkit, subprocess_env
 
 DURATION = "3ep"  # tiny profile on the 8-image scenes fixture: 2 steps per epoch, evaluations at 2, 4, 6

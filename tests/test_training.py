@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from segkit import checkpoints
+from segkit import checkpoints, comparison
+from segkit.engine import train
 from segkit.errors import ConfigError, RunError
 from segkit.model import deeplabv3plus
 from segkit.runs import Run
-from segkit.training import train
 from tests.conftest import run_segkit
 
 TIMING = ("wall_time", "images_per_second")
@@ -81,7 +81,7 @@ def test_run_is_readable_as_data(tmp_path, scenes_root):
     assert run.recipe == "baseline" and run.status == "finished"
     epochs, wall_times, values = run.series("miou")
     assert values == [result.miou] and wall_times[0] > 0
-    assert run.time_to_reach(0.0) == wall_times[0] and run.time_to_reach(101.0) is None
+    assert comparison.cost_to_reach(run, 0.0) == wall_times[0] and comparison.cost_to_reach(run, 101.0) is None
 
 
 @pytest.mark.parametrize("kwargs,message", [

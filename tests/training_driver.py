@@ -17,7 +17,7 @@ import sys
 from composer import Callback
 
 import segkit.checkpoints
-from segkit.training import train
+from segkit.engine import train
 
 
 def die() -> None:

@@ -1,12 +1,14 @@
-"""Training on MosaicML Composer: ``train()`` builds data, model, optimizer and algorithms from a
-recipe and a profile, runs Composer's ``Trainer`` and keeps a run folder (``segkit.runs``).
+"""The engine: segkit's runs on MosaicML Composer. This module and ``segkit.algorithms`` are the
+only ones that import Composer; the rest of segkit is plain PyTorch and plain Python.
 
-Composer is the engine and stays in this module and ``segkit.algorithms``: the rest of segkit
-is plain PyTorch. The flow of ``train()`` reads top to bottom:
+``train(spec)`` reads top to bottom:
 
-    resolve recipe, profile, data  ->  scale the recipe to the profile (segkit.recipes.scale)
-    -> run folder (new, or resume from checkpoints/latest.pt)  ->  model, optimizer, schedule
-    -> Trainer(..., algorithms=recipe.algorithms())  ->  fit  ->  metrics.json and model.pt
+    RunSpec (recipe, profile, data, seed, duration, weights; segkit.spec)
+    -> data loaders (segkit.data)  ->  the recipe scaled to the profile (segkit.recipes.scale)
+    -> run folder: new, or resumed from checkpoints/latest.pt (segkit.runs)
+    -> model (segkit.model), loss (segkit.losses), optimizer and schedule
+    -> Trainer(..., algorithms=build_algorithms(recipe)) (segkit.algorithms)  ->  fit
+    -> metrics.json after every evaluation, model.pt at the end (RunRecorder, save_weights)
 """
 
 from __future__ import annotations
@@ -14,12 +16,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import platform
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,33 +29,33 @@ from composer.core import Time
 from composer.loggers import Logger
 from composer.optim import CosineAnnealingScheduler, DecoupledSGDW
 from composer.utils import dist, reproducibility
-from torch.utils.data import DataLoader, DistributedSampler
 from torchmetrics import Metric
 
-from segkit import checkpoints, recipes
-from segkit.data import ADE20k
+from segkit import checkpoints
+from segkit.algorithms import build_algorithms, evaluated_weights
+from segkit.data import ADE20k, build_loaders
 from segkit.errors import ConfigError, RunError, SegkitError
 from segkit.losses import SegmentationLoss
 from segkit.metrics import MeanIoU, PixelAccuracy, iou_per_class
 from segkit.model import deeplabv3plus
-from segkit.profiles import Profile, get_profile
+from segkit.pretraining import backbone_init
+from segkit.profiles import Profile
 from segkit.recipes import Recipe
 from segkit.runs import (
     CHECKPOINT_FILE,
-    METRICS_FILE,
     WEIGHTS_FILE,
     Run,
     RunLock,
+    RunResult,
     atomic_write,
     check_run_name,
+    open_run,
+    package_versions,
     prepare_run_folder,
     remove_stale_temporaries,
 )
-from segkit.scenes import builtin_scenes
+from segkit.spec import DEFAULT_SEED, RunSpec, run_spec
 from segkit.transforms import eval_transform, normalize, train_transform
-
-#: The reference seed (mosaicml/examples deeplab yaml).
-DEFAULT_SEED = 17
 
 # Composer notices that say nothing to a segkit user (all checked against composer 0.32.1).
 _QUIET = [
@@ -200,7 +200,7 @@ class RunRecorder(Callback):
             self.run.info["data"]["class_names"],
             [None if math.isnan(v) else round(v, 3) for v in iou_per_class(metrics["miou"].confusion).tolist()],
             strict=True))
-        checkpoints.save(state, self.run.folder / CHECKPOINT_FILE)
+        save_checkpoint(state, self.run.folder / CHECKPOINT_FILE)
         if dist.get_global_rank() == 0:
             self.run.write()
             if self.print_progress:
@@ -224,91 +224,9 @@ def progress_line(entry: dict[str, Any], duration: str) -> str:
             f"({entry['wall_time']:.0f} s)")
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """What ``train`` returns: the run folder and its final numbers."""
-
-    folder: Path
-    run: Run
-    miou: float
-    pixel_accuracy: float
-    wall_time: float
-    resumed: bool
-
-    @classmethod
-    def of(cls, run: Run, resumed: bool) -> RunResult:
-        """The result a run folder records (NaN for numbers before its first evaluation)."""
-        final = run.final
-        return cls(folder=run.folder, run=run, miou=final.get("miou", math.nan),
-                   pixel_accuracy=final.get("pixel_accuracy", math.nan),
-                   wall_time=final.get("wall_time", math.nan), resumed=resumed)
-
-
-def resolve_data(data: str | Path, profile: Profile) -> Path:
-    """``"scenes"`` -> the built-in set for this profile (generated once); anything else -> a path."""
-    if str(data) == "scenes":
-        if profile.default_data != "scenes":
-            raise ConfigError(f"profile {profile.name!r} trains on ADE20k: pass the folder of an extracted "
-                              f"ADEChallengeData2016 as data")
-        return builtin_scenes(train_images=profile.scenes_train_images, val_images=profile.scenes_val_images)
-    return Path(data).expanduser()
-
-
-def resolve_weights(weights: str | None, backbone: str) -> str | None:
-    """Backbone init as ``deeplabv3plus`` takes it: ``"scenes"`` (the laptop's ImageNet) becomes the
-    cached pretrained file (``segkit.pretraining``), ``"none"`` becomes None."""
-    if weights in (None, "none"):
-        return None
-    if weights == "scenes":
-        from segkit.pretraining import pretrained_backbone
-
-        return str(pretrained_backbone(backbone))
-    return weights
-
-
-def parse_duration(duration: str | None) -> Time | None:
-    """A Composer time string such as ``"2ba"`` or ``"10ep"``, checked."""
-    if duration is None:
-        return None
-    try:
-        parsed = Time.from_timestring(str(duration))
-    except (ValueError, TypeError):
-        parsed = None
-    if parsed is None or parsed.unit.value not in ("ba", "ep") or parsed.value < 1:
-        raise ConfigError(f"duration {duration!r} must be a positive number of batches or epochs, "
-                          f"like '2ba' or '10ep'")
-    return parsed
-
-
-def package_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version()}
-    for package in ("segkit", "mosaicml", "torch", "torchvision", "numpy"):
-        with contextlib.suppress(PackageNotFoundError):
-            versions[package] = version(package)
-    return versions
-
-
-def build_loaders(train_set: ADE20k, val_set: ADE20k, profile: Profile, device_batch: int,
-                  seed: int) -> tuple[DataLoader, DataLoader]:
-    """Shuffled, drop-last training loader and an in-order evaluation loader, split over GPUs."""
-    world, rank = dist.get_world_size(), dist.get_global_rank()
-    common = {"batch_size": device_batch, "num_workers": profile.num_workers,
-              "pin_memory": profile.device == "gpu", "persistent_workers": profile.num_workers > 0}
-    train_loader = DataLoader(
-        train_set, drop_last=True, **common,
-        sampler=DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed,
-                                   drop_last=True))
-    val_loader = DataLoader(
-        val_set, **common,
-        sampler=DistributedSampler(val_set, num_replicas=world, rank=rank, shuffle=False))
-    return train_loader, val_loader
-
-
 def train(
-    recipe: str | Path | Recipe = "baseline",
-    data: str | Path = "scenes",
+    recipe: str | Path | Recipe | RunSpec = "baseline",
+    data: str | Path | None = None,
     profile: str | Profile = "cpu",
     *,
     run_name: str | None = None,
@@ -324,16 +242,19 @@ def train(
     """Train a recipe on a profile and keep a run folder; resume it if it exists.
 
     Args:
-        recipe: a recipe name (``baseline``, ``mild``, ``medium``, ``hot``), a recipe YAML file, or
-            a ``Recipe`` at the reference scale.
-        data: ``"scenes"`` (the built-in set) or the folder holding ``images/`` and ``annotations/``.
-        profile: ``"cpu"`` (default), ``"a100"`` (the reference job) or ``"tiny"``.
-        run_name: folder name under ``save_folder``; defaults to ``{recipe}-{profile}-seed{seed}``.
+        recipe: a ``RunSpec`` (then ``data``, ``profile``, ``seed``, ``duration`` and ``weights`` come
+            from it), or a recipe name (``baseline``, ``mild``, ``medium``, ``hot``), a recipe YAML
+            file, or a ``Recipe`` at the reference scale.
+        data: ``"scenes"`` (the built-in set) or the folder holding ``images/`` and ``annotations/``;
+            None: the profile's default.
+        profile: ``"cpu"`` (default), ``"gpu"``, ``"a100"`` (the reference job) or ``"tiny"``.
+        run_name: folder name under ``save_folder``; defaults to ``RunSpec.run_name``.
             Running again with the same name resumes from the last checkpoint.
         save_folder: where run folders go.
         seed: seeds model init, data order, augmentation and algorithms.
         duration: overrides the scaled recipe's length, e.g. ``"2ba"`` or ``"10ep"``.
-        weights: backbone init overriding the profile's: ``"imagenet"``, a local ``.pth`` or ``"none"``.
+        weights: backbone init overriding the profile's: ``"imagenet"``, ``"scenes"``, a local ``.pth``
+            or ``"none"``.
         on_progress: called as ``on_progress("batch", {...})`` after every step and
             ``on_progress("eval", entry)`` after every evaluation (live plots use this).
         callbacks: extra Composer callbacks.
@@ -346,29 +267,28 @@ def train(
     Raises:
         ConfigError, DataError, WeightsError, RunError: bad input, with a message saying what to do.
     """
-    profile = get_profile(profile)
-    recipe = recipe if isinstance(recipe, Recipe) else recipes.load(recipe)
-    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
-        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    max_duration = parse_duration(duration)
-    run_name = check_run_name(run_name or f"{recipe.name}-{profile.name}-seed{seed}")
+    spec = recipe if isinstance(recipe, RunSpec) else run_spec(recipe, profile, data, seed, duration, weights)
+    profile, recipe, seed = spec.profile, spec.recipe, spec.seed
+    run_name = check_run_name(run_name or spec.run_name)
     if profile.device == "gpu" and not torch.cuda.is_available():
         raise ConfigError(f"profile {profile.name!r} trains on CUDA GPUs and none is available; "
                           f"use --profile cpu")
-    world = dist.get_world_size()
+    world, rank = dist.get_world_size(), dist.get_global_rank()
     if profile.global_batch_size % world:
         raise ConfigError(f"the global batch {profile.global_batch_size} does not split over {world} GPUs")
     device_batch = profile.global_batch_size // world
 
-    data_root = resolve_data(data, profile)
+    data_root = spec.data_folder()
     train_set = ADE20k(data_root, "training", train_transform(profile.image_size))
     val_set = ADE20k(data_root, "validation", eval_transform(profile.image_size))
-    train_loader, val_loader = build_loaders(train_set, val_set, profile, device_batch, seed)
+    train_loader, val_loader = build_loaders(
+        train_set, val_set, device_batch, seed, num_workers=profile.num_workers,
+        pin_memory=profile.device == "gpu", world_size=world, rank=rank)
     if len(train_loader) == 0:
         raise ConfigError(f"{data_root} has {len(train_set)} training images, fewer than one batch of "
                           f"{device_batch} per device; add images or use a smaller profile")
-    scaled = recipes.scale(recipe, profile, steps_per_epoch=len(train_loader))
-    max_duration = max_duration or Time.from_timestring(f"{scaled.epochs}ep")
+    scaled = spec.scaled_recipe(world)  # steps per epoch: len(train_loader), counted by the spec
+    max_duration = Time.from_timestring(spec.duration or f"{scaled.epochs}ep")
 
     folder = prepare_run_folder(Path(save_folder).expanduser() / run_name)
     with RunLock(folder, enabled=dist.get_global_rank() == 0):
@@ -396,11 +316,10 @@ def train(
             return RunResult.of(run, resumed=True)
 
         reproducibility.seed_all(seed)  # model init is part of the run
-        backbone_weights = weights if weights is not None else profile.weights
         module = deeplabv3plus(
             profile.backbone, train_set.num_classes, profile.output_stride,
             # a resumed run takes its weights from the checkpoint: no download, no file needed
-            weights=None if resuming else resolve_weights(backbone_weights, profile.backbone),
+            weights=None if resuming else backbone_init(spec.backbone_weights, profile.backbone),
             head_channels=profile.head_channels)
         if profile.sync_batchnorm and world > 1:
             module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
@@ -424,7 +343,7 @@ def train(
                 optimizers=optimizer,
                 schedulers=schedulers,
                 step_schedulers_every_batch=True,
-                algorithms=scaled.algorithms(),
+                algorithms=build_algorithms(scaled),
                 callbacks=[RunRecorder(run, print_progress, on_progress), *callbacks],
                 loggers=[],
                 run_name=run_name,
@@ -449,25 +368,6 @@ def train(
     return RunResult.of(run, resumed=resuming)
 
 
-def open_run(folder: Path, info: dict[str, Any]) -> tuple[Run, bool]:
-    """The run to write in ``folder``, and whether it resumes from a checkpoint.
-
-    An existing folder must hold the same run (``check_same_run``). Its history continues only
-    from a checkpoint: a run killed before its first checkpoint starts over. A finished run (with
-    its weights saved) is returned as it is, to be reported without building a trainer.
-    """
-    resuming = (folder / CHECKPOINT_FILE).exists()
-    run = Run(folder=folder, info=info)
-    if (folder / METRICS_FILE).exists():
-        previous = Run.load(folder)
-        check_same_run(previous.info, info, folder)
-        if resuming and previous.status == "finished" and (folder / WEIGHTS_FILE).is_file():
-            return previous, True
-        if resuming:
-            run.history = previous.history
-    return run, resuming
-
-
 def fit(trainer: Trainer, run: Run) -> None:
     """``trainer.fit()``, recording in metrics.json how it ended if it did not finish."""
     elapsed = trainer.state.get_elapsed_duration()
@@ -484,76 +384,19 @@ def fit(trainer: Trainer, run: Run) -> None:
         raise
 
 
-def check_same_run(previous: dict[str, Any], current: dict[str, Any], folder: Path) -> None:
-    """A run folder is only resumed by the same run: same recipe, profile, data, seed and length."""
-    def short(value: Any) -> Any:
-        return value.get("name") if isinstance(value, dict) else value
-
-    for key in ("recipe", "profile", "seed", "duration"):
-        if previous.get(key) != current.get(key):
-            raise RunError(
-                f"run folder {folder} holds a run with another {key} ({short(previous.get(key))!r}; "
-                f"this command asks for {short(current.get(key))!r}); choose another --run-name, "
-                f"or delete the folder to start over")
-    if previous.get("data", {}).get("root") != current["data"]["root"]:
-        raise RunError(f"run folder {folder} was trained on {previous.get('data', {}).get('root')}, not "
-                       f"{current['data']['root']}; choose another --run-name")
-
-
 def save_weights(trainer: Trainer, path: Path) -> None:
     """Save the weights that were evaluated (EMA weights where EMA ran) as a plain state dict."""
-    from composer.algorithms import EMA
-
-    module = trainer.state.model.module
-    state = {key: value.detach().clone() for key, value in module.state_dict().items()}
-    for algorithm in trainer.state.algorithms:
-        if isinstance(algorithm, EMA) and algorithm.ema_started and not algorithm.ema_weights_active:
-            averaged = {**algorithm.ema_model.named_parameters_dict, **algorithm.ema_model.named_buffers_dict}
-            state.update({key.removeprefix("module."): value.detach().clone() for key, value in averaged.items()
-                          if key.removeprefix("module.") in state})
-    state = {key: value.contiguous() for key, value in state.items()}
+    state = evaluated_weights(trainer.state)
     atomic_write(path, lambda file: torch.save(state, file))
 
 
-def load_model(run_folder: str | Path) -> tuple[torch.nn.Module, Run]:
-    """The trained network of a run folder (its ``model.pt``), in eval mode, with the run.
+def save_checkpoint(state: State, path: Path) -> None:
+    """Write the full training state to ``path`` atomically (rank 0 writes, every rank calls).
 
-    Example:
-        ``model, run = load_model("runs/baseline-cpu-seed17")``
+    A checkpoint is Composer's training state (``{"state": ..., "rng": ...}``), so that
+    ``Trainer(load_path=...)`` resumes it; ``segkit.checkpoints`` checks one before Composer reads it.
     """
-    run = Run.load(run_folder)
-    profile = run.info["profile"]
-    module = deeplabv3plus(profile["backbone"], run.info["data"]["num_classes"], profile["output_stride"],
-                           head_channels=profile["head_channels"])
-    checkpoints.load_weights(run.folder / WEIGHTS_FILE, module)
-    return module.eval(), run
-
-
-def evaluate(run_folder: str | Path, data: str | Path | None = None, split: str = "validation",
-             limit: int | None = None) -> dict[str, float]:
-    """Evaluate a run's weights on a split (the run's own validation data by default).
-
-    ``split="training"`` with the evaluation transform measures how well the run fits the images
-    it trained on (the train-validation gap); ``limit`` evaluates only the first images.
-
-    Returns:
-        ``{"miou": ..., "pixel_accuracy": ...}`` in percent.
-    """
-    from segkit.metrics import confusion_matrix, mean_iou, pixel_accuracy
-
-    module, run = load_model(run_folder)
-    size = run.info["profile"]["image_size"]
-    dataset = ADE20k(data or run.info["data"]["root"], split, eval_transform(size))
-    if limit is not None:
-        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
-    num_classes = run.info["data"]["num_classes"]
-    full_set = dataset.dataset if isinstance(dataset, torch.utils.data.Subset) else dataset
-    if full_set.num_classes != num_classes:
-        raise ConfigError(f"{full_set.root} has {full_set.num_classes} classes; the run was trained on {num_classes}")
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    with torch.no_grad():
-        for images, masks in DataLoader(dataset, batch_size=16):
-            predictions = module(normalize(images)).argmax(1)
-            confusion += confusion_matrix(predictions, masks, num_classes)
-    return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion)}
-
+    checkpoint = {"state": state.state_dict(), "rng": reproducibility.get_rng_state()}
+    if dist.get_global_rank() == 0:
+        atomic_write(path, lambda file: torch.save(checkpoint, file))  # streamed: no copy in memory
+    dist.barrier()

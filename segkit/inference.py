@@ -1,0 +1,69 @@
+"""Inference: a trained run's network, its predictions and its scores. Plain PyTorch.
+
+``load_model(run_folder)`` rebuilds the network a run trained and loads its ``model.pt`` (the
+evaluated weights: the EMA's where the recipe has EMA). ``predict`` normalizes images exactly as
+training does (``segkit.transforms.normalize``) and returns class indices; ``evaluate`` scores a
+run on a split. The pictures and widgets use this module, so they never load the training engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from segkit import checkpoints
+from segkit.data import ADE20k
+from segkit.errors import ConfigError
+from segkit.metrics import confusion_matrix, mean_iou, pixel_accuracy
+from segkit.model import deeplabv3plus
+from segkit.runs import WEIGHTS_FILE, Run
+from segkit.transforms import eval_transform, normalize
+
+
+@torch.no_grad()
+def predict(module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Class indices ``(N, H, W)`` for uint8 (or 0-255 float) images ``(N, 3, H, W)``."""
+    return module(normalize(images)).argmax(1)
+
+
+def load_model(run_folder: str | Path) -> tuple[torch.nn.Module, Run]:
+    """The trained network of a run folder (its ``model.pt``), in eval mode, with the run.
+
+    Example:
+        ``model, run = load_model("runs/baseline-cpu-seed17")``
+    """
+    run = Run.load(run_folder)
+    profile = run.info["profile"]
+    module = deeplabv3plus(profile["backbone"], run.info["data"]["num_classes"], profile["output_stride"],
+                           head_channels=profile["head_channels"])
+    checkpoints.load_weights(run.folder / WEIGHTS_FILE, module)
+    return module.eval(), run
+
+
+def evaluate(run_folder: str | Path, data: str | Path | None = None, split: str = "validation",
+             limit: int | None = None) -> dict[str, float]:
+    """Evaluate a run's weights on a split (the run's own validation data by default).
+
+    ``split="training"`` with the evaluation transform measures how well the run fits the images
+    it trained on (the train-validation gap); ``limit`` evaluates only the first images.
+
+    Returns:
+        ``{"miou": ..., "pixel_accuracy": ...}`` in percent.
+    """
+    module, run = load_model(run_folder)
+    size = run.info["profile"]["image_size"]
+    dataset = ADE20k(data or run.info["data"]["root"], split, eval_transform(size))
+    if limit is not None:
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    num_classes = run.info["data"]["num_classes"]
+    full_set = dataset.dataset if isinstance(dataset, Subset) else dataset
+    if full_set.num_classes != num_classes:
+        raise ConfigError(f"{full_set.root} has {full_set.num_classes} classes; the run was trained on {num_classes}")
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    with torch.no_grad():
+        for images, masks in DataLoader(dataset, batch_size=16):
+            predictions = predict(module, images)
+            confusion += confusion_matrix(predictions, masks, num_classes)
+    return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion)}

@@ -1,0 +1,139 @@
+"""What a run is, in one frozen object: ``RunSpec`` (recipe, profile, data, seed, duration, weights).
+
+The command line, the notebooks' ``Job`` and ``segkit.train`` all build a ``RunSpec``; the
+defaults live here only, and so do the rules derived from a spec: the run's folder name, the
+steps per epoch on its data, the recipe scaled to its profile, and the checks that a run can
+start (a profile that needs real data gets it, a duration parses, a weights file exists).
+Plain Python: nothing here imports Composer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from segkit import recipes
+from segkit.errors import ConfigError
+from segkit.profiles import Profile, get_profile
+from segkit.recipes import Recipe
+
+#: The reference seed (mosaicml/examples deeplab yaml).
+DEFAULT_SEED = 17
+#: A run's length override: a number of batches or epochs.
+_DURATION = re.compile(r"^([1-9][0-9]*)(ba|ep)$")
+#: Backbone initializations by name (anything else must be a weights file).
+NAMED_WEIGHTS = ("none", "imagenet", "scenes")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run, before it starts. Build it with ``run_spec(...)``, which resolves names.
+
+    Example:
+        >>> spec = run_spec("mild", profile="tiny", seed=3)
+        >>> spec.run_name, spec.data
+        ('mild-tiny-seed3', 'scenes')
+    """
+
+    recipe: Recipe  # at the reference scale; scale() maps it onto the profile
+    profile: Profile  # how big: cpu, gpu, a100, tiny or a custom one
+    data: str = "scenes"  # "scenes" (the built-in set) or the folder holding images/ and annotations/
+    seed: int = DEFAULT_SEED  # seeds model init, data order, augmentation and algorithms
+    duration: str | None = None  # overrides the scaled recipe's length: "2ba" or "10ep"
+    weights: str | None = None  # backbone init overriding the profile's: none, imagenet, scenes or a .pth
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
+        if self.duration is not None and not _DURATION.match(str(self.duration)):
+            raise ConfigError(f"duration {self.duration!r} must be a positive number of batches or epochs, "
+                              f"like '2ba' or '10ep'")
+        if self.data == "scenes" and self.profile.default_data != "scenes":
+            raise ConfigError(f"profile {self.profile.name!r} trains on ADE20k: pass the folder of an extracted "
+                              f"ADEChallengeData2016 as data (--data, or data_root in a notebook)")
+        if self.weights not in (None, *NAMED_WEIGHTS) and not Path(self.weights).expanduser().is_file():
+            raise ConfigError(f"weights {self.weights!r} is not one of {', '.join(NAMED_WEIGHTS)} or an "
+                              f"existing .pth file")
+
+    @property
+    def backbone_weights(self) -> str | None:
+        """The backbone init this run asks for: the ``weights`` override, else the profile's."""
+        return self.weights if self.weights is not None else self.profile.weights
+
+    @property
+    def run_name(self) -> str:
+        """``RECIPE-PROFILE-seedSEED``, plus ``-DURATION`` when the length is overridden; a recipe that is
+        not exactly a named one carries a digest of its settings, so two edits never share a folder."""
+        name = self.recipe.name
+        if name not in recipes.RECIPES or recipes.get(name) != self.recipe:
+            name = f"{name}-{hashlib.sha1(self.recipe.to_yaml().encode()).hexdigest()[:8]}"
+        return default_run_name(name, self.profile.name, self.seed, self.duration or "")
+
+    def data_folder(self) -> Path:
+        """The data folder (the built-in scenes are generated on first use)."""
+        if self.data == "scenes":
+            from segkit.scenes import builtin_scenes
+
+            return builtin_scenes(train_images=self.profile.scenes_train_images,
+                                  val_images=self.profile.scenes_val_images)
+        return Path(self.data).expanduser()
+
+    def steps_per_epoch(self, world_size: int = 1) -> int:
+        """Optimizer steps per epoch: the training images split over ``world_size`` processes (the
+        sampler drops the remainder), then in batches of the per-device batch (the last partial one dropped)."""
+        if self.data == "scenes":
+            images = self.profile.scenes_train_images
+        else:
+            from segkit.data import find_pairs  # torch-free callers (the CLI's parser) never get here
+
+            images = len(find_pairs(self.data_folder(), "training"))
+        return (images // world_size) // (self.profile.global_batch_size // world_size)
+
+    def scaled_recipe(self, world_size: int = 1) -> Recipe:
+        """The recipe as it runs on this spec's profile and data (``segkit.recipes.scale``)."""
+        return recipes.scale(self.recipe, self.profile, steps_per_epoch=max(1, self.steps_per_epoch(world_size)))
+
+
+    def train_argv(self, run_name: str, save_folder: str, recipe_file: str, gpus: int) -> list[str]:
+        """``segkit train`` arguments that run this spec (the recipe read from ``recipe_file``)."""
+        argv = ["train", "--recipe", recipe_file, "--profile", self.profile.name, "--data", self.data,
+                "--run-name", run_name, "--save-folder", save_folder, "--seed", str(self.seed), "--gpus", str(gpus)]
+        argv += ["--duration", self.duration] if self.duration else []
+        argv += ["--weights", self.weights] if self.weights else []
+        return argv
+
+
+def launcher_command(gpus: int, argv: Sequence[str]) -> list[str]:
+    """``segkit ARGV`` under Composer's launcher, one process per GPU."""
+    return [sys.executable, "-m", "composer.cli.launcher", "-n", str(gpus), "-m", "segkit", *argv]
+
+
+def run_spec(recipe: str | Path | Recipe = "baseline", profile: str | Profile = "cpu",
+             data: str | Path | None = None, seed: int = DEFAULT_SEED, duration: str | None = None,
+             weights: str | None = None) -> RunSpec:
+    """A ``RunSpec`` from names: a recipe name or YAML file, a profile name; ``data=None`` means the
+    profile's default (the built-in scenes on cpu and tiny; a100 and gpu need a folder)."""
+    profile = get_profile(profile)
+    recipe = recipe if isinstance(recipe, Recipe) else recipes.load(recipe)
+    if data is None:
+        if profile.default_data is None:
+            raise ConfigError(f"profile {profile.name!r} trains on ADE20k: pass the folder of an extracted "
+                              f"ADEChallengeData2016 as data (--data, or data_root in a notebook)")
+        data = profile.default_data
+    data = data if str(data) == "scenes" else str(Path(data).expanduser())
+    return RunSpec(recipe=recipe, profile=profile, data=str(data), seed=seed, duration=duration or None,
+                   weights=weights or None)
+
+
+def default_run_name(recipe: str, profile: str, seed: int, duration: str = "") -> str:
+    """``RECIPE-PROFILE-seedSEED``, plus ``-DURATION`` when the length is overridden.
+
+    Example:
+        >>> default_run_name("hot", "cpu", 17), default_run_name("baseline", "tiny", 3, "2ba")
+        ('hot-cpu-seed17', 'baseline-tiny-seed3-2ba')
+    """
+    return f"{recipe}-{profile}-seed{seed}" + (f"-{duration}" if duration else "")
