@@ -14,7 +14,6 @@ The public API, by the box of a run it belongs to:
 
 from segkit import recipes
 from segkit.data import ADE20k
-from segkit.engine import train
 from segkit.errors import ConfigError, DataError, RunError, SegkitError, WeightsError
 from segkit.inference import evaluate, load_model
 from segkit.losses import SegmentationLoss
@@ -24,6 +23,17 @@ from segkit.recipes import Recipe
 from segkit.runs import Run, find_runs
 from segkit.scenes import write_scenes
 from segkit.spec import RunSpec, run_spec
+
+
+def __getattr__(name: str):
+    # ``segkit.train`` loads the engine, and with it Composer, only when it is first used, so that
+    # ``import segkit.gallery`` (pictures, widgets) stays plain PyTorch.
+    if name == "train":
+        from segkit.engine import train
+
+        return train
+    raise AttributeError(f"module 'segkit' has no attribute {name!r}")
+
 
 __all__ = [
     "ADE20k", "ConfigError", "DataError", "Profile", "Recipe", "Run", "RunError", "RunSpec", "SegkitError",

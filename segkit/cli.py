@@ -1,4 +1,4 @@
-"""The ``segkit`` command: data, train, evaluate, recipes and notebooks.
+"""The ``segkit`` command: data, train, pretrain, evaluate, recipes and notebooks.
 
 Every user error prints one line, ``segkit: error: ...``, and exits with status 2.
 """
@@ -51,11 +51,22 @@ def add_train_command(commands) -> None:
                         help="GPUs to train on; more than 1 launches through Composer's launcher (DDP)")
 
 
+def add_pretrain_command(commands) -> None:
+    parser = commands.add_parser("pretrain", help="pretrain the laptop backbone on built-in scenes (cached)")
+    parser.add_argument("--backbone", default="resnet10", help="backbone to pretrain (default resnet10)")
+    parser.add_argument("--task", default="classification", help="pretext task: classification or segmentation")
+    parser.add_argument("--out", default=None,
+                        help="write the weights to this .pth (and its provenance .json) instead of the cache")
+    parser.add_argument("--images", type=int, default=None, help="scenes to pretrain on (default: the cached file's)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the cached file's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="segkit", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     add_data_command(commands)
     add_train_command(commands)
+    add_pretrain_command(commands)
     evaluate = commands.add_parser("evaluate", help="evaluate a run's weights")
     evaluate.add_argument("run_folder", help="a run folder (runs/NAME)")
     evaluate.add_argument("--data", default=None, help="data root (default: the run's own)")
@@ -101,6 +112,23 @@ def launch(gpus: int, argv: Sequence[str]) -> int:
     command = launcher_command(gpus, argv)
     print("launching:", " ".join(command), flush=True)
     return subprocess.call(command)
+
+
+def run_pretrain(args: argparse.Namespace) -> None:
+    import dataclasses
+    import json
+
+    from segkit import pretraining
+
+    settings = pretraining.PretrainingSettings(backbone=args.backbone, task=args.task)
+    overrides = {name: getattr(args, name) for name in ("images", "epochs") if getattr(args, name) is not None}
+    if args.out is None and overrides:
+        raise SegkitError("--images and --epochs change the weights: give --out too (the cache holds the defaults)")
+    settings = dataclasses.replace(settings, **overrides)
+    path = (pretraining.pretrain(settings, args.out) if args.out is not None
+            else pretraining.pretrained_backbone(args.backbone, args.task))
+    provenance = pretraining.read_provenance(path)
+    print(f"{path}\n{json.dumps({k: provenance[k] for k in ('fingerprint', 'sha256', 'seconds')})}")
 
 
 def run_recipes(args: argparse.Namespace) -> None:
@@ -150,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             scores = evaluate(args.run_folder, args.data)
             print(f"mIoU {scores['miou']:.2f}  pixel accuracy {scores['pixel_accuracy']:.2f}")
+        elif args.command == "pretrain":
+            run_pretrain(args)
         elif args.command == "recipes":
             run_recipes(args)
         elif args.command == "notebooks":

@@ -276,3 +276,21 @@ def deeplabv3plus(
 def _stage_channels(stage: nn.Sequential) -> int:
     """Output channels of a ResNet stage: those of its last BatchNorm."""
     return [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+
+
+def weight_norm(backbone: str, num_classes: int, output_stride: int, head_channels: int, seed: int = 0) -> float:
+    """The L2 norm of all of DeepLabV3+'s weights at (Kaiming) initialization.
+
+    SAM's radius rho is a distance in weight space, so ``segkit.recipes.scale`` keeps rho's share of
+    this norm from the reference model to a smaller one. With millions of weights the norm at
+    initialization hardly depends on the seed.
+
+    Example:
+        >>> round(weight_norm("resnet10", 16, 16, 128) / weight_norm("resnet10", 16, 16, 128, seed=1), 2)
+        1.0
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = deeplabv3plus(backbone, num_classes, output_stride, head_channels=head_channels)
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.detach())
+                                                       for p in model.parameters()])))

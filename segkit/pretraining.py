@@ -36,12 +36,14 @@ from torch.nn import functional as F
 
 from segkit.data import ADE20k
 from segkit.errors import ConfigError, WeightsError
-from segkit.model import BACKBONES, kaiming_init
+from segkit.model import BACKBONES, deeplabv3plus, kaiming_init
 from segkit.scenes import GENERATOR_VERSION, builtin_scenes
 from segkit.transforms import eval_transform, normalize
 
 #: Bump when the pretraining procedure changes, so cached weights are made again.
 PRETRAINING_VERSION = 1
+#: The pretext tasks ``pretrain`` knows.
+PRETEXT_TASKS = ("classification", "segmentation")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class PretrainingSettings:
     """How the laptop backbone is pretrained. The defaults make the cached weights."""
 
     backbone: str = "resnet10"  # a key of segkit.model.BACKBONES
+    task: str = "classification"  # "classification" (which classes are in a crop) or "segmentation"
     images: int = 2400  # built-in scenes to pretrain on (the training set has a few hundred)
     data_seed: int = 1  # scenes seed: the built-in training set uses 0, so no image is shared
     image_size: int = 64  # scenes are resized to this square once, then randomly cropped and flipped
@@ -113,6 +116,22 @@ def random_crops(images: torch.Tensor, masks: torch.Tensor, generator: torch.Gen
     return out_images, out_masks
 
 
+def pretext_network(settings: PretrainingSettings, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    """The network trained on the pretext task, and the backbone inside it that is kept.
+
+    Classification: the torchvision ResNet with a ``num_classes`` classifier (its ``fc`` is kept
+    too, as in torchvision's files). Segmentation: DeepLabV3+ at output stride 16 with a 128-wide
+    head; only its backbone is kept, so the downstream head starts from scratch as after ImageNet.
+    """
+    if settings.task == "classification":
+        resnet = BACKBONES[settings.backbone]()
+        resnet.fc = nn.Linear(resnet.fc.in_features, num_classes)
+        resnet.apply(kaiming_init)
+        return resnet, resnet
+    network = deeplabv3plus(settings.backbone, num_classes, output_stride=16, head_channels=128)
+    return network, network.backbone
+
+
 def pretrain(settings: PretrainingSettings, out: str | Path, *, log=print) -> Path:
     """Pretrain a backbone and write it (and its provenance) to ``out``, a ``.pth`` path.
 
@@ -123,6 +142,8 @@ def pretrain(settings: PretrainingSettings, out: str | Path, *, log=print) -> Pa
     """
     if settings.backbone not in BACKBONES:
         raise ConfigError(f"unknown backbone {settings.backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if settings.task not in PRETEXT_TASKS:
+        raise ConfigError(f"unknown pretext task {settings.task!r}; choose one of {', '.join(PRETEXT_TASKS)}")
     if settings.images < settings.batch_size:
         raise ConfigError(f"pretraining needs at least one batch: images {settings.images} < batch "
                           f"{settings.batch_size}")
@@ -137,14 +158,12 @@ def pretrain(settings: PretrainingSettings, out: str | Path, *, log=print) -> Pa
 
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    resnet = BACKBONES[settings.backbone]()
-    resnet.fc = nn.Linear(resnet.fc.in_features, num_classes)
-    resnet.apply(kaiming_init)
-    optimizer = torch.optim.SGD(resnet.parameters(), lr=settings.lr, momentum=0.9,
+    network, backbone = pretext_network(settings, num_classes)
+    optimizer = torch.optim.SGD(network.parameters(), lr=settings.lr, momentum=0.9,
                                 weight_decay=settings.weight_decay)
     steps_per_epoch = len(images) // settings.batch_size
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs * steps_per_epoch)
-    resnet.train()
+    network.train()
     for epoch in range(settings.epochs):
         order = torch.randperm(len(images), generator=generator)
         total, correct, seen = 0.0, 0.0, 0
@@ -152,20 +171,27 @@ def pretrain(settings: PretrainingSettings, out: str | Path, *, log=print) -> Pa
             batch = order[step * settings.batch_size:(step + 1) * settings.batch_size]
             batch_images, batch_masks = random_crops(images[batch], masks[batch], generator,
                                                      padding=settings.image_size // 8)
-            targets = presence_labels(batch_masks, num_classes, settings.presence_threshold)
-            logits = resnet(normalize(batch_images))
-            loss = F.binary_cross_entropy_with_logits(logits, targets)
+            logits = network(normalize(batch_images))
+            if settings.task == "classification":
+                targets = presence_labels(batch_masks, num_classes, settings.presence_threshold)
+                loss = F.binary_cross_entropy_with_logits(logits, targets)
+                hits = float(((logits > 0) == targets.bool()).float().mean())
+            else:
+                loss = F.cross_entropy(logits, batch_masks, ignore_index=-1)
+                valid = batch_masks >= 0
+                hits = float((logits.argmax(1) == batch_masks)[valid].float().mean())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             total += float(loss) * len(batch)
-            correct += float(((logits > 0) == targets.bool()).float().mean()) * len(batch)
+            correct += hits * len(batch)
             seen += len(batch)
         log(f"pretraining epoch {epoch + 1}/{settings.epochs}: loss {total / seen:.4f}, "
-            f"label accuracy {100 * correct / seen:.1f}% ({time.monotonic() - start:.0f} s)")
+            f"{'label' if settings.task == 'classification' else 'pixel'} accuracy {100 * correct / seen:.1f}% "
+            f"({time.monotonic() - start:.0f} s)")
 
-    state = {key: value.detach().clone().contiguous() for key, value in resnet.state_dict().items()}
+    state = {key: value.detach().clone().contiguous() for key, value in backbone.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
     try:
@@ -204,16 +230,16 @@ def read_provenance(path: str | Path) -> dict:
     return provenance
 
 
-def pretrained_backbone(backbone: str, *, log=print) -> Path:
+def pretrained_backbone(backbone: str, task: str = "classification", *, log=print) -> Path:
     """The cached scenes-pretrained weights for ``backbone``, made on first use (about 1-2 minutes).
 
     Example:
         ``deeplabv3plus("resnet10", 16, 16, weights=pretrained_backbone("resnet10"))``
     """
-    settings = PretrainingSettings(backbone=backbone)
+    settings = PretrainingSettings(backbone=backbone, task=task)
     path = cache_folder() / f"{backbone}-scenes-{settings.fingerprint()}.pth"
     if not path.is_file():
-        log(f"pretraining the {backbone} backbone on built-in scenes, once (cached in {path.parent})")
+        log(f"pretraining the {backbone} backbone on built-in scenes ({task}), once (cached in {path.parent})")
         with contextlib.suppress(FileExistsError):
             pretrain(settings, path, log=log)
     read_provenance(path)

@@ -8,7 +8,7 @@ reference job (epoch_scale 1); ``cpu`` is the laptop demo; ``tiny`` is for tests
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from segkit.errors import ConfigError
 
@@ -33,6 +33,7 @@ class Profile:
     num_workers: int  # DataLoader worker processes per device
     sync_batchnorm: bool  # BatchNorm statistics over all GPUs (the reference's yaml: true)
     device: str  # "cpu" or "gpu"
+    sam_rho_scale: float  # SAM's rho multiplier: this model's weight norm at init over the reference model's
 
 
 PROFILES = {
@@ -42,7 +43,7 @@ PROFILES = {
         name="a100", image_size=512, backbone="resnet101", output_stride=8, head_channels=512,
         weights="imagenet", global_batch_size=128, microbatch_size="auto", precision="amp_fp16",
         epoch_scale=1.0, default_data=None, scenes_train_images=20210, scenes_val_images=2000,
-        num_workers=8, sync_batchnorm=True, device="gpu",
+        num_workers=8, sync_batchnorm=True, device="gpu", sam_rho_scale=1.0,
     ),
     # A laptop: 2 CPU cores train the baseline in about a minute on the built-in scenes.
     # The reference's 128 epochs become 16 (epoch_scale 1/8); lr stays at 0.08 although the batch
@@ -51,14 +52,14 @@ PROFILES = {
         name="cpu", image_size=64, backbone="resnet10", output_stride=16, head_channels=128,
         weights=None, global_batch_size=16, microbatch_size=16, precision="fp32",
         epoch_scale=1 / 8, default_data="scenes", scenes_train_images=200, scenes_val_images=96,
-        num_workers=0, sync_batchnorm=False, device="cpu",
+        num_workers=0, sync_batchnorm=False, device="cpu", sam_rho_scale=0.301,
     ),
     # Seconds per run: tests, notebook smoke runs, checking a setup.
     "tiny": Profile(
         name="tiny", image_size=32, backbone="resnet10", output_stride=16, head_channels=16,
         weights=None, global_batch_size=4, microbatch_size=4, precision="fp32",
         epoch_scale=1 / 64, default_data="scenes", scenes_train_images=16, scenes_val_images=8,
-        num_workers=0, sync_batchnorm=False, device="cpu",
+        num_workers=0, sync_batchnorm=False, device="cpu", sam_rho_scale=0.27,
     ),
 }
 
@@ -75,11 +76,6 @@ def get_profile(name: str | Profile) -> Profile:
     if name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     return PROFILES[name]
-
-
-def profile_fields() -> list[str]:
-    """Names of the fields of ``Profile``, in order."""
-    return [field.name for field in fields(Profile)]
 
 
 def check_profile(profile: Profile) -> Profile:
@@ -99,6 +95,8 @@ def check_profile(profile: Profile) -> Profile:
         fail("output_stride", "8 or 16")
     if not isinstance(profile.epoch_scale, (int, float)) or not 0 < profile.epoch_scale <= 1:
         fail("epoch_scale", "a number in (0, 1]")
+    if not isinstance(profile.sam_rho_scale, (int, float)) or not 0 < profile.sam_rho_scale <= 1:
+        fail("sam_rho_scale", "a number in (0, 1]")
     if profile.device not in ("cpu", "gpu"):
         fail("device", "'cpu' or 'gpu'")
     return profile

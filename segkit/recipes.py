@@ -10,7 +10,10 @@ Scaling (``scale``) maps a recipe onto a smaller profile so that its intent surv
     - the EMA half-life and update interval, given in batches, keep their fraction of training:
       they are converted to reference epochs (157 batches each), scaled, and converted back with
       the profile's own steps per epoch (at least one batch);
-    - SAM's interval, rho and MixUp's alpha are per-step quantities and stay as they are;
+    - SAM's interval and MixUp's alpha are per-step quantities and stay as they are;
+    - SAM's rho is a distance in weight space: it keeps its share of the model's weight norm, so it
+      is multiplied by the profile's ``sam_rho_scale`` (the profile model's weight norm at
+      initialization over the reference model's, ``segkit.model.weight_norm``; 0.3 on ``cpu``);
     - the batch becomes the profile's; the optimizer (lr 0.08, momentum, weight decay) stays.
 At the reference profile (``a100`` on ADE20k) the rule is the identity.
 """
@@ -206,7 +209,8 @@ def scale(recipe: Recipe, profile: str | Profile, steps_per_epoch: int = REFEREN
 
     Returns:
         A new ``Recipe``: epochs scaled and rounded (at least 1), EMA half-life and update
-        interval in batches keeping their share of training, batch size the profile's.
+        interval in batches keeping their share of training, SAM's rho keeping its share of the
+        weight norm, batch size the profile's.
 
     Example:
         >>> scale(mild(), "a100") == mild()
@@ -227,4 +231,5 @@ def scale(recipe: Recipe, profile: str | Profile, steps_per_epoch: int = REFEREN
         global_batch_size=profile.global_batch_size,
         ema_half_life=None if recipe.ema_half_life is None else scaled_batches(recipe.ema_half_life),
         ema_update_interval=scaled_batches(recipe.ema_update_interval),
+        sam_rho=None if recipe.sam_rho is None else round(recipe.sam_rho * profile.sam_rho_scale, 4),
     )

@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypedDict
 
 from segkit.errors import ConfigError, RunError
 
@@ -142,6 +142,37 @@ class RunLock:
             self.file.close()
 
 
+class Evaluation(TypedDict, total=False):
+    """One entry of a run's history: written after every evaluation (``segkit.engine.RunRecorder``)."""
+
+    epoch: float  # epochs trained, fractional
+    step: int  # optimizer steps trained
+    wall_time: float  # seconds of training so far (evaluations included), over all sessions of the run
+    miou: float  # validation mIoU, percent
+    pixel_accuracy: float  # validation pixel accuracy, percent
+    val_loss: float  # the training objective on the validation set
+    train_loss: float  # mean training loss since the previous evaluation (train_ce, train_dice: its parts)
+    images_per_second: float | None  # training throughput since the previous evaluation
+
+
+class RunInfo(TypedDict, total=False):
+    """What ``metrics.json`` holds besides the history."""
+
+    run_name: str
+    status: str  # starting, running, finished, failed or interrupted
+    error: str  # one line, when the run failed or was interrupted
+    recipe: dict[str, Any]  # the Recipe at the reference scale, as a dict
+    plan: dict[str, Any]  # the Recipe scaled to the profile: what actually ran
+    profile: dict[str, Any]  # the Profile, as a dict
+    data: dict[str, Any]  # root, train_images, val_images, num_classes, class_names
+    seed: int
+    duration: str  # the run's length, e.g. "16ep"
+    world_size: int  # processes (GPUs) that trained it
+    versions: dict[str, str]  # python, segkit, mosaicml, torch, torchvision, numpy
+    command: str  # the command line that started it
+    per_class_iou: dict[str, float | None]  # at the last evaluation
+
+
 @dataclass
 class Run:
     """A run folder as data: its description, status and evaluation history.
@@ -153,8 +184,8 @@ class Run:
     """
 
     folder: Path
-    info: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
+    info: RunInfo = field(default_factory=dict)
+    history: list[Evaluation] = field(default_factory=list)
 
     @classmethod
     def load(cls, folder: str | Path) -> Run:
@@ -183,7 +214,7 @@ class Run:
         return self.info.get("status", "unknown")
 
     @property
-    def final(self) -> dict[str, Any]:
+    def final(self) -> Evaluation:
         """The last evaluation, or an empty dict before the first one."""
         return self.history[-1] if self.history else {}
 

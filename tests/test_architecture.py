@@ -1,0 +1,106 @@
+"""The layers of docs/architecture.md, enforced: Composer stays in the engine, imports only go down
+the layers, and no two modules import each other (directly or around a loop)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "segkit"
+
+#: Each module's layer, lowest first (docs/architecture.md draws them). A module may import its own
+#: layer and those below it, never one above.
+LAYERS = {
+    "errors": 0,
+    # data, model and loss: plain PyTorch
+    "transforms": 1, "data": 1, "scenes": 1, "model": 1, "losses": 1, "metrics": 1, "functional": 1,
+    "checkpoints": 1, "pretraining": 1,
+    # what a run is: recipes, profiles and the spec that joins them
+    "profiles": 2, "recipes": 2, "spec": 2,
+    # the run folder: written by the engine, read by the views
+    "runs": 3, "comparison": 3,
+    # the engine (Composer) and inference (plain PyTorch)
+    "algorithms": 4, "engine": 4, "inference": 4,
+    # views: figures, tables, pictures, widgets, the summary page
+    "plots": 5, "tables": 5, "gallery": 5, "explain": 5, "recipe_editor": 5, "report": 5, "widgets": 5,
+    # entry points
+    "notebooks": 6, "cli": 6, "__main__": 6, "__init__": 6,
+}
+COMPOSER_MODULES = {"engine", "algorithms"}
+
+
+def imports(path: Path) -> set[str]:
+    """Top-level names imported anywhere in a module (function bodies too), except under TYPE_CHECKING."""
+    tree = ast.parse(path.read_text())
+    skipped = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
+               and getattr(block.test, "id", None) == "TYPE_CHECKING" for node in ast.walk(block)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            if node.module == "segkit":
+                found.update(f"segkit.{alias.name}" for alias in node.names)
+    return found
+
+
+def segkit_imports(path: Path) -> set[str]:
+    return {name.split(".")[1] for name in imports(path) if name.startswith("segkit.")}
+
+
+MODULES = sorted(path.stem for path in PACKAGE.glob("*.py"))
+
+
+def test_every_module_has_a_layer():
+    assert set(MODULES) == set(LAYERS)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_composer_is_imported_by_the_engine_only(module):
+    uses_composer = any(name.split(".")[0] == "composer" for name in imports(PACKAGE / f"{module}.py"))
+    assert uses_composer == (module in COMPOSER_MODULES)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_imports_go_down_the_layers(module):
+    upward = {name for name in segkit_imports(PACKAGE / f"{module}.py")
+              if name in LAYERS and LAYERS[name] > LAYERS[module]}
+    assert not upward, f"segkit.{module} (layer {LAYERS[module]}) imports {upward} from a higher layer"
+
+
+def test_no_import_cycle():
+    graph = {module: segkit_imports(PACKAGE / f"{module}.py") - {"__init__"} for module in MODULES}
+    state: dict[str, str] = {}
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for imported in sorted(graph.get(module, ())):
+            if state.get(imported) == "open":
+                raise AssertionError("import cycle: " + " -> ".join([*path, module, imported]))
+            if imported not in state:
+                visit(imported, [*path, module])
+        state[module] = "done"
+
+    for module in MODULES:
+        if module not in state:
+            visit(module, [])
+
+
+def test_views_and_recipes_do_not_load_composer():
+    code = ("import sys, segkit.gallery, segkit.explain, segkit.widgets, segkit.recipes, segkit.inference; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'composer'))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
+def test_the_checks_catch_a_planted_violation(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("def f():\n    from composer import Trainer\n    from segkit.cli import main\n")
+    assert "composer" in imports(planted) and segkit_imports(planted) == {"cli"}

@@ -1,0 +1,48 @@
+"""Inference on a trained run: its weights reproduce the run's own last evaluation, from Python and the CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segkit.engine import train
+from segkit.errors import ConfigError
+from segkit.inference import evaluate, load_model, predict
+from tests.conftest import run_segkit
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, scenes_root):
+    return train("mild", scenes_root, "tiny", duration="3ba", save_folder=tmp_path_factory.mktemp("runs"),
+                 print_progress=False)
+
+
+def test_evaluate_reproduces_the_last_evaluation_of_training(finished_run):
+    scores = evaluate(finished_run.folder)  # model.pt holds the EMA weights that training evaluated
+    assert scores["miou"] == pytest.approx(finished_run.miou, abs=1e-3)
+    assert scores["pixel_accuracy"] == pytest.approx(finished_run.pixel_accuracy, abs=1e-3)
+
+
+def test_evaluate_on_training_images_and_a_limit(finished_run):
+    on_training = evaluate(finished_run.folder, split="training")
+    first_two = evaluate(finished_run.folder, split="training", limit=2)
+    assert 0 < on_training["pixel_accuracy"] <= 100 and first_two != on_training
+
+
+def test_predict_gives_class_indices(finished_run):
+    model, run = load_model(finished_run.folder)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    labels = predict(model, images)
+    assert labels.shape == (2, 32, 32) and labels.dtype == torch.int64
+    assert int(labels.min()) >= 0 and int(labels.max()) < run.info["data"]["num_classes"]
+
+
+def test_segkit_evaluate_prints_the_scores(finished_run):
+    done = run_segkit("evaluate", str(finished_run.folder))
+    assert done.returncode == 0, done.stderr
+    assert f"mIoU {finished_run.miou:.2f}" in done.stdout
+
+
+def test_data_with_other_classes_is_refused(finished_run, ade_root):
+    with pytest.raises(ConfigError, match="has 150 classes; the run was trained on 16"):
+        evaluate(finished_run.folder, data=ade_root)
