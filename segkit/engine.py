@@ -36,7 +36,7 @@ from segkit.algorithms import build_algorithms, evaluated_weights
 from segkit.data import ADE20k, build_loaders
 from segkit.errors import ConfigError, RunError, SegkitError
 from segkit.losses import SegmentationLoss
-from segkit.metrics import MeanIoU, PixelAccuracy, iou_per_class
+from segkit.metrics import MeanIoU, PixelAccuracy, confusion_matrix, iou_per_class, mean_iou
 from segkit.model import deeplabv3plus
 from segkit.pretraining import backbone_init
 from segkit.profiles import Profile
@@ -128,11 +128,18 @@ class RunRecorder(Callback):
     checkpoint). Its own state (history, training wall time) travels inside the checkpoint, so
     a resumed run continues the same history. A non-finite loss stops training with a
     ``RunError`` before anything is saved over the last good checkpoint.
+
+    With ``evaluate_raw_weights`` (and an EMA that has started), each entry also holds
+    ``miou_raw``: the mIoU of the weights SGD trains, evaluated beside the EMA's. Its time is left
+    out of the run's wall time, so the run's cost stays comparable with a run without it.
     """
 
     def __init__(self, run: Run, print_progress: bool = True,
-                 on_progress: Callable[[str, dict[str, Any]], None] | None = None):
+                 on_progress: Callable[[str, dict[str, Any]], None] | None = None,
+                 evaluate_raw_weights: bool = False):
         self.run = run
+        self.evaluate_raw_weights = evaluate_raw_weights
+        self._uncounted_seconds = 0.0  # evaluations of the raw weights, this session
         self.print_progress = print_progress
         self.on_progress = on_progress  # plain-Python observer: ("batch" | "eval", data)
         self.wall_time = 0.0  # seconds of fit() so far, over all sessions of the run
@@ -155,6 +162,7 @@ class RunRecorder(Callback):
     # --- events ---
     def fit_start(self, state: State, logger: Logger) -> None:
         self._session_start = time.monotonic()
+        self._uncounted_seconds = 0.0
         self._wall_time_at_session_start = self.wall_time
         self._interval_start = time.monotonic()
         self.run.info["status"] = "running"
@@ -195,6 +203,10 @@ class RunRecorder(Callback):
             "images_per_second": round(self._train_samples / self._train_seconds, 2)
             if self._train_seconds > 0 else None,
         }
+        if self.evaluate_raw_weights and ema_has_started(state):
+            started = time.monotonic()
+            entry["miou_raw"] = round(live_weights_miou(state, len(self.run.info["data"]["class_names"])), 4)
+            self._uncounted_seconds += time.monotonic() - started
         self.run.history.append(entry)
         self.run.info["per_class_iou"] = dict(zip(
             self.run.info["data"]["class_names"],
@@ -214,7 +226,27 @@ class RunRecorder(Callback):
     def _now(self) -> float:
         if not self._session_start:
             return self.wall_time
-        return self._wall_time_at_session_start + time.monotonic() - self._session_start
+        return (self._wall_time_at_session_start + time.monotonic() - self._session_start
+                - self._uncounted_seconds)
+
+
+def ema_has_started(state: State) -> bool:
+    return any(getattr(algorithm, "ema_started", False) for algorithm in state.algorithms)
+
+
+@torch.no_grad()
+def live_weights_miou(state: State, num_classes: int) -> float:
+    """The mIoU of the model's live weights (outside an evaluation: the weights SGD trains) on the
+    evaluation data, summed over all processes."""
+    model, was_training = state.model, state.model.training
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=state.device._device)
+    for images, masks in state.evaluators[0].dataloader.dataloader:
+        images, masks = state.device.batch_to_device((images, masks))
+        confusion += confusion_matrix(model((images, masks)).argmax(1), masks, num_classes)
+    model.train(was_training)
+    dist.all_reduce(confusion, reduce_operation="SUM")
+    return mean_iou(confusion.cpu())
 
 
 def progress_line(entry: dict[str, Any], duration: str) -> str:
@@ -238,6 +270,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     print_progress: bool = True,
     progress_bar: bool | None = None,
+    evaluate_raw_weights: bool = False,
 ) -> RunResult:
     """Train a recipe on a profile and keep a run folder; resume it if it exists.
 
@@ -260,6 +293,8 @@ def train(
         callbacks: extra Composer callbacks.
         print_progress: print one line per evaluation.
         progress_bar: Composer's progress bar; by default shown when stdout is a terminal.
+        evaluate_raw_weights: with EMA, also evaluate the raw weights at every evaluation
+            (``miou_raw`` in the history; its time is not counted in the run's wall time).
 
     Returns:
         A ``RunResult`` with the run folder and the final mIoU.
@@ -344,7 +379,7 @@ def train(
                 schedulers=schedulers,
                 step_schedulers_every_batch=True,
                 algorithms=build_algorithms(scaled),
-                callbacks=[RunRecorder(run, print_progress, on_progress), *callbacks],
+                callbacks=[RunRecorder(run, print_progress, on_progress, evaluate_raw_weights), *callbacks],
                 loggers=[],
                 run_name=run_name,
                 seed=seed,

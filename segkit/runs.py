@@ -148,7 +148,8 @@ class Evaluation(TypedDict, total=False):
     epoch: float  # epochs trained, fractional
     step: int  # optimizer steps trained
     wall_time: float  # seconds of training so far (evaluations included), over all sessions of the run
-    miou: float  # validation mIoU, percent
+    miou: float  # validation mIoU, percent (of the EMA's weights when the recipe has EMA)
+    miou_raw: float  # with EMA, when asked for: the validation mIoU of the weights SGD trains
     pixel_accuracy: float  # validation pixel accuracy, percent
     val_loss: float  # the training objective on the validation set
     train_loss: float  # mean training loss since the previous evaluation (train_ce, train_dice: its parts)

@@ -99,3 +99,27 @@ def test_bad_arguments(tmp_path, scenes_root, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         train(**{"data": scenes_root, "profile": "tiny", "save_folder": tmp_path, **kwargs})
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_raw_weights_are_evaluated_beside_the_ema(tmp_path, scenes_root):
+    from segkit.data import ADE20k
+    from segkit.inference import predict
+    from segkit.metrics import confusion_matrix, mean_iou
+    from segkit.transforms import eval_transform
+
+    result = train("mild", scenes_root, "tiny", duration="3ba", save_folder=tmp_path, print_progress=False,
+                   evaluate_raw_weights=True)
+    last = result.run.history[-1]
+    assert "miou_raw" in last and last["miou_raw"] != last["miou"]
+    # The checkpoint holds the raw (trained) weights of the last evaluation: evaluate them by hand.
+    state = checkpoints.safe_load(result.folder / "checkpoints" / "latest.pt")["state"]["model"]
+    module = deeplabv3plus("resnet10", 16, 16, head_channels=16)
+    module.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+    module.eval()
+    dataset = ADE20k(scenes_root, "validation", eval_transform(32))
+    images, masks = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
+    confusion = confusion_matrix(predict(module, torch.stack(images)), torch.stack(masks), 16)
+    assert last["miou_raw"] == pytest.approx(mean_iou(confusion), abs=1e-3)
+    plain = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False,
+                  evaluate_raw_weights=True)
+    assert "miou_raw" not in plain.run.history[-1]  # without EMA the evaluated weights are the raw ones
