@@ -237,13 +237,18 @@ def ema_has_started(state: State) -> bool:
 @torch.no_grad()
 def live_weights_miou(state: State, num_classes: int) -> float:
     """The mIoU of the model's live weights (outside an evaluation: the weights SGD trains) on the
-    evaluation data, summed over all processes."""
+    evaluation data, summed over all processes.
+
+    Iterating a DataLoader draws its base seed from torch's global generator; that state is restored
+    afterwards, so a run that measures this trains exactly as one that does not.
+    """
     model, was_training = state.model, state.model.training
     model.eval()
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=state.device._device)
-    for images, masks in state.evaluators[0].dataloader.dataloader:
-        images, masks = state.device.batch_to_device((images, masks))
-        confusion += confusion_matrix(model((images, masks)).argmax(1), masks, num_classes)
+    with torch.random.fork_rng(devices=[]):
+        for images, masks in state.evaluators[0].dataloader.dataloader:
+            images, masks = state.device.batch_to_device((images, masks))
+            confusion += confusion_matrix(model((images, masks)).argmax(1), masks, num_classes)
     model.train(was_training)
     dist.all_reduce(confusion, reduce_operation="SUM")
     return mean_iou(confusion.cpu())

@@ -12,6 +12,12 @@ code where there is some: MixUp is ``segkit.functional.mix_batch``, the SAM step
     mixup_example          a MixUp blend of two built-in images and their masks
     sam_step, sam_view     SAM's perturbed step on a 2-D loss surface, and the loss it really minimizes
     mixing_histogram       how MixUp's alpha sets the strength of the blends
+
+Measured on the learner's own runs:
+
+    ema_against_raw        the EMA's weights against the raw weights, both evaluated, over a run
+    sharpness              the loss increase at distance rho from a run's weights (what SAM lowers)
+    fit_gap                a run's mIoU on its training images against validation (what MixUp curbs)
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ from segkit import recipes
 from segkit.data import ADE20k
 from segkit.functional import SAMOptimizer, ema_smoothing, mix_batch
 from segkit.gallery import blend_masks, colorize, legend, palette, picture_table, to_picture
-from segkit.losses import cross_entropy, dice_loss
+from segkit.inference import evaluate, load_model
+from segkit.losses import SegmentationLoss, cross_entropy, dice_loss
 from segkit.metrics import confusion_matrix, mean_iou, pixel_accuracy
 from segkit.plots import recipe_color
 from segkit.recipes import Recipe
+from segkit.runs import Run
 from segkit.tables import Table
-from segkit.transforms import eval_transform
+from segkit.transforms import eval_transform, normalize
 
 LAYOUT = {"template": "plotly_white", "margin": {"t": 60, "b": 40, "l": 55, "r": 20}}
 
@@ -356,4 +364,191 @@ def sam_figure(start: Sequence[float] = (0.55, 0.35), lr: float = 0.2, rho: floa
     figure.update_yaxes(title_text="loss", row=1, col=2)
     figure.update_layout(height=420, title="Sharpness-aware minimization",
                          legend={"orientation": "h", "y": -0.2}, **LAYOUT)
+    return figure
+
+
+# --- measured on real runs: EMA against raw weights, sharpness, the train-validation gap ----------
+
+def ema_against_raw(run: Run) -> dict[str, list[float]]:
+    """Over a run trained with ``evaluate_raw_weights``: mIoU of the EMA's weights and of the raw ones.
+
+    Returns:
+        ``{"epoch": [...], "ema": [...], "raw": [...]}``, for the evaluations that have both.
+    """
+    rows = [row for row in run.history if row.get("miou_raw") is not None]
+    return {"epoch": [row["epoch"] for row in rows], "ema": [row["miou"] for row in rows],
+            "raw": [row["miou_raw"] for row in rows]}
+
+
+def ema_against_raw_figure(run: Run) -> go.Figure:
+    """Both mIoU curves of one run: what averaging the weights adds at each evaluation."""
+    curves = ema_against_raw(run)
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=curves["epoch"], y=curves["raw"], mode="lines+markers",
+                                name="raw weights (what SGD trains)", line={"color": "#999999"}))
+    figure.add_trace(go.Scatter(x=curves["epoch"], y=curves["ema"], mode="lines+markers",
+                                name="EMA weights (what is evaluated and saved)",
+                                line={"color": recipe_color(run.recipe), "width": 3}))
+    figure.update_layout(title=f"{run.name}: the EMA's weights against the raw weights, both evaluated",
+                         xaxis_title="epoch", yaxis_title="validation mIoU", height=340, **LAYOUT)
+    return figure
+
+
+def training_batch(root: str | Path, size: int, count: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` training images and masks at the evaluation resize."""
+    dataset = ADE20k(root, "training", eval_transform(size))
+    images, masks = zip(*(dataset[i] for i in range(min(count, len(dataset)))), strict=True)
+    return torch.stack(images), torch.stack(masks)
+
+
+def sharpness(run_folder: str | Path, rho: float, directions: int = 8, images: int = 32,
+              seed: int = 0) -> dict[str, Any]:
+    """How much a run's training loss rises when its weights move by ``rho``: the sharpness SAM lowers.
+
+    Measured on its first ``images`` training images (evaluation mode, the run's own loss), at
+    the saved weights ``w`` and at ``w + rho * d`` for ``directions`` random unit directions ``d``
+    over all weights, and for SAM's own direction, the normalized gradient (the steepest rise to
+    first order).
+
+    Returns:
+        ``{"loss": L(w), "random": [L(w + rho d) - L(w), ...], "ascent": L(w + rho g/|g|) - L(w)}``.
+    """
+    model, run = load_model(run_folder)
+    plan = run.info["plan"]
+    loss_fn = SegmentationLoss(plan["ce_weight"], plan["dice_weight"])
+    batch, masks = training_batch(run.info["data"]["root"], run.info["profile"]["image_size"], images)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def loss() -> torch.Tensor:
+        return loss_fn(model(normalize(batch)), masks)["total"]
+
+    def shifted_loss(direction: list[torch.Tensor]) -> float:
+        with torch.no_grad():
+            for param, step in zip(params, direction, strict=True):
+                param.add_(step, alpha=rho)
+            value = float(loss())
+            for param, step in zip(params, direction, strict=True):
+                param.sub_(step, alpha=rho)
+        return value
+
+    def unit(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+        return [t / norm for t in tensors]
+
+    base = loss()
+    gradients = torch.autograd.grad(base, params)
+    generator = torch.Generator().manual_seed(seed)
+    random = [shifted_loss(unit([torch.randn(p.shape, generator=generator) for p in params])) - float(base)
+              for _ in range(directions)]
+    return {"loss": float(base), "random": random, "ascent": shifted_loss(unit(list(gradients))) - float(base)}
+
+
+def sharpness_figure(results: dict[str, dict[str, Any]], rho: float) -> go.Figure:
+    """Loss increase at radius rho per run: random directions (mean) and SAM's ascent direction."""
+    names = list(results)
+    figure = go.Figure()
+    figure.add_trace(go.Bar(x=names, y=[float(np.mean(results[n]["random"])) for n in names],
+                            name="random directions (mean)", marker={"color": "#999999"}))
+    figure.add_trace(go.Bar(x=names, y=[results[n]["ascent"] for n in names],
+                            name="the steepest direction (SAM's)", marker={"color": "#e63946"}))
+    figure.update_layout(barmode="group", height=340, yaxis_title="training loss increase",
+                         title=f"Sharpness: how much the loss rises at distance rho = {rho:g} from the weights",
+                         **LAYOUT)
+    return figure
+
+
+def fit_gap(run_folder: str | Path, images: int = 96) -> dict[str, float]:
+    """A finished run's mIoU on its own training images (evaluation transform) and on validation."""
+    run = Run.load(run_folder)
+    on_training = evaluate(run_folder, split="training", limit=images)["miou"]
+    return {"train": on_training, "validation": run.final["miou"], "gap": on_training - run.final["miou"]}
+
+
+def fit_gap_figure(gaps: dict[str, dict[str, float]]) -> go.Figure:
+    """Training against validation mIoU per run: the overfitting that MixUp and SAM are meant to curb."""
+    names = list(gaps)
+    figure = go.Figure()
+    figure.add_trace(go.Bar(x=names, y=[gaps[n]["train"] for n in names], name="training images",
+                            marker={"color": "#636efa"}))
+    figure.add_trace(go.Bar(x=names, y=[gaps[n]["validation"] for n in names], name="validation images",
+                            marker={"color": "#ff9f1c"}))
+    figure.update_layout(barmode="group", height=340, yaxis_title="mIoU",
+                         title="The train-validation gap of each run", **LAYOUT)
+    return figure
+
+
+# --- DeepLabV3+: what each ASPP branch sees ---------------------------------------------------
+
+def aspp_taps(image_size: int, output_stride: int, cell: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Where the 3x3 taps of each dilated ASPP branch fall, for one cell of the feature map.
+
+    The backbone turns a ``image_size`` square into ``image_size / output_stride`` feature cells a
+    side; an ASPP branch with rate r reads the cell and its neighbours r cells away. Taps beyond the
+    feature map read zero padding.
+
+    Returns:
+        ``{"rate 6": array (9, 3), ...}``: rows ``(y, x, inside)`` in image pixels (cell centres).
+
+    Example:
+        >>> taps = aspp_taps(64, 16)  # 4x4 features: rate 6 reaches past the map from any cell
+        >>> int(taps["rate 6"][:, 2].sum())
+        1
+        >>> int(aspp_taps(512, 8)["rate 12"][:, 2].sum())
+        9
+    """
+    from segkit.model import ASPP_RATES
+
+    side = max(1, image_size // output_stride)
+    cy, cx = cell if cell is not None else (side // 2, side // 2)
+    taps = {}
+    for rate in ASPP_RATES[output_stride]:
+        rows = []
+        for dy in (-rate, 0, rate):
+            for dx in (-rate, 0, rate):
+                y, x = cy + dy, cx + dx
+                inside = 0 <= y < side and 0 <= x < side
+                rows.append(((y + 0.5) * output_stride, (x + 0.5) * output_stride, float(inside)))
+        taps[f"rate {rate}"] = np.array(rows)
+    return taps
+
+
+def aspp_table(profiles: Sequence[tuple[str, int, int]]) -> Table:
+    """For each ``(name, image_size, output_stride)``: the feature map, and the share of each dilated
+    branch's taps that land on the image (the rest read padding), from the centre cell."""
+    from segkit.model import ASPP_RATES
+
+    rows = []
+    for name, size, stride in profiles:
+        taps = aspp_taps(size, stride)
+        side = max(1, size // stride)
+        rows.append([name, f"{size} px", stride, f"{side} x {side}",
+                     ", ".join(f"{label}: {int(t[:, 2].sum())}/9" for label, t in taps.items()),
+                     ", ".join(str(r * stride) for r in ASPP_RATES[stride])])
+    return Table(["profile", "image", "output stride", "feature map", "taps on the image (centre cell)",
+                  "tap spacing in pixels"], rows,
+                 caption="What the dilated ASPP branches read at each profile's size")
+
+
+def aspp_figure(root: str | Path, image_size: int, output_stride: int, index: int = 0) -> go.Figure:
+    """A validation image at the profile's size with the taps of each ASPP branch from the centre cell.
+
+    Filled markers read the image; open markers fall beyond it and read zero padding.
+    """
+    dataset = ADE20k(root, "validation", eval_transform(image_size))
+    image = to_picture(dataset[index][0])
+    figure = go.Figure(go.Image(z=image))
+    symbols = ["circle", "square", "diamond"]
+    for (label, taps), symbol in zip(aspp_taps(image_size, output_stride).items(), symbols, strict=False):
+        inside = taps[:, 2] > 0
+        figure.add_trace(go.Scatter(x=taps[inside, 1], y=taps[inside, 0], mode="markers", name=f"{label}: on the image",
+                                    marker={"symbol": symbol, "size": 11, "color": "#e63946"}))
+        figure.add_trace(go.Scatter(x=taps[~inside, 1], y=taps[~inside, 0], mode="markers",
+                                    name=f"{label}: padding", marker={"symbol": f"{symbol}-open", "size": 11,
+                                                                       "color": "#636efa"}))
+    reach = max(abs(t[:, :2] - image_size / 2).max() for t in aspp_taps(image_size, output_stride).values())
+    bound = max(image_size / 2, reach + output_stride)
+    figure.update_xaxes(range=[image_size / 2 - bound, image_size / 2 + bound])
+    figure.update_yaxes(range=[image_size / 2 + bound, image_size / 2 - bound])
+    figure.update_layout(title=f"ASPP taps from the centre cell: {image_size} px at output stride {output_stride}",
+                         height=420, **LAYOUT)
     return figure

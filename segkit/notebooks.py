@@ -116,10 +116,12 @@ class Job:
         return recipe_table(recipe or self.recipe, self.settings, self.steps_per_epoch,
                             changes_only=changes_only)
 
-    def train(self, recipe: Recipe | None = None, run_name: str | None = None) -> RunResult:
+    def train(self, recipe: Recipe | None = None, run_name: str | None = None,
+              evaluate_raw_weights: bool = False) -> RunResult:
         """Train (or resume, or reuse a finished run) with live curves; returns a ``segkit.runs.RunResult``.
 
         With ``gpus`` above 1 training runs through Composer's launcher, not in this process.
+        ``evaluate_raw_weights``: with EMA, also evaluate the weights SGD trains (``miou_raw``).
         """
         from segkit.plots import LiveCurves
 
@@ -134,7 +136,7 @@ class Job:
             from segkit.engine import train
 
             result = train(self.spec(recipe), run_name=run_name, save_folder=self.save_folder,
-                           on_progress=curves, progress_bar=False)
+                           on_progress=curves, progress_bar=False, evaluate_raw_weights=evaluate_raw_weights)
         curves.finish(result.run)
         print(f"{run_name}: mIoU {result.miou:.2f}, pixel accuracy {result.pixel_accuracy:.2f}, "
               f"trained for {result.wall_time:.0f} s; run folder {result.folder}")

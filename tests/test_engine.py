@@ -107,7 +107,7 @@ def test_raw_weights_are_evaluated_beside_the_ema(tmp_path, scenes_root):
     from segkit.metrics import confusion_matrix, mean_iou
     from segkit.transforms import eval_transform
 
-    result = train("mild", scenes_root, "tiny", duration="3ba", save_folder=tmp_path, print_progress=False,
+    result = train("mild", scenes_root, "tiny", duration="6ba", save_folder=tmp_path, print_progress=False,
                    evaluate_raw_weights=True)
     last = result.run.history[-1]
     assert "miou_raw" in last and last["miou_raw"] != last["miou"]
@@ -123,3 +123,8 @@ def test_raw_weights_are_evaluated_beside_the_ema(tmp_path, scenes_root):
     plain = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False,
                   evaluate_raw_weights=True)
     assert "miou_raw" not in plain.run.history[-1]  # without EMA the evaluated weights are the raw ones
+    # Measuring the raw weights changes nothing else: the same run without it has the same history.
+    unmeasured = train("mild", scenes_root, "tiny", duration="6ba", save_folder=tmp_path, run_name="unmeasured",
+                       print_progress=False)
+    assert without_timing(unmeasured.run.history) == [
+        {k: v for k, v in entry.items() if k != "miou_raw"} for entry in without_timing(result.run.history)]
