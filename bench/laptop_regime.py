@@ -64,13 +64,22 @@ CANDIDATES.update({
     "T2": (64, "resnet10", 16, 128, 16, 200, 60, 0.08),  # 720 steps of batch 16
 })
 PRETEXT = {name: "segmentation" for name in ("S2", "S3", "S4", "S5", "T1", "T2")}
+#: The chosen regime as shipped: T1's settings, with the pretraining shortened to fit its two-minute budget
+#: (2,000 scenes for 7 epochs instead of 2,400 for 8); measured again here to show what that changed.
+CANDIDATES["cpu"] = CANDIDATES["T1"]
+PRETEXT["cpu"] = "segmentation"
 SEED = 17
+#: The pretraining every candidate of rounds 1-3 started from (the command's defaults at the time).
+ROUND_PRETRAINING = {"images": 2400, "epochs": 8}
 
 
 def candidate_profile(name: str):
+    if name == "cpu":
+        return get_profile("cpu"), baseline()
     size, backbone, stride, head, batch, images, epochs, lr = CANDIDATES[name][:8]
-    weights = ("scenes" if PRETEXT.get(name, "classification") == "classification"
-               else str(pretrained_backbone(backbone, PRETEXT[name])))
+    # Rounds 1-3 ran before the pretraining was shortened: they used 2,400 scenes for 8 epochs.
+    pretext = PRETEXT.get(name, "classification")
+    weights = str(pretrained_backbone(backbone, pretext, settings=ROUND_PRETRAINING))
     profile = dataclasses.replace(
         get_profile("cpu"), name=f"regime-{name}", image_size=size, backbone=backbone, output_stride=stride,
         head_channels=head, global_batch_size=batch, microbatch_size=batch, scenes_train_images=images,

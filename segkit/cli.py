@@ -54,7 +54,7 @@ def add_train_command(commands) -> None:
 def add_pretrain_command(commands) -> None:
     parser = commands.add_parser("pretrain", help="pretrain the laptop backbone on built-in scenes (cached)")
     parser.add_argument("--backbone", default="resnet10", help="backbone to pretrain (default resnet10)")
-    parser.add_argument("--task", default="classification", help="pretext task: classification or segmentation")
+    parser.add_argument("--task", default="segmentation", help="pretext task: segmentation or classification")
     parser.add_argument("--out", default=None,
                         help="write the weights to this .pth (and its provenance .json) instead of the cache")
     parser.add_argument("--images", type=int, default=None, help="scenes to pretrain on (default: the cached file's)")
