@@ -78,17 +78,22 @@ def lr_schedule_figure(chosen: Sequence[Recipe] | None = None) -> go.Figure:
 
 # --- cross-entropy and Dice -------------------------------------------------------------------
 
-def missing_class_losses(mask: torch.Tensor, num_classes: int, confidence: float = 8.0) -> Table:
+def missing_class_losses(mask: torch.Tensor, num_classes: int, confidence: float = 8.0,
+                         ce_weight: float = 0.375, dice_weight: float = 1.125) -> Table:
     """Losses and metrics of a perfect prediction, and of one that never predicts the smallest class.
 
-    The pixels of the smallest class present are predicted as the most common class instead.
-    Cross-entropy and pixel accuracy count pixels, so they barely change; Dice, like mIoU,
-    averages over classes, so one missed class costs it a whole class's share.
+    The pixels of the smallest class present are predicted as the most common class instead. The
+    loss terms are shown as they enter the training objective, weighted. Cross-entropy is a mean
+    over pixels: its rise grows with how confidently the missed pixels are wrong (``confidence``,
+    the logit of the predicted class) and shrinks with the class's share of the pixels. Dice, like
+    mIoU, is a mean over the classes present: its rise is about one class's share, whatever the
+    confidence.
 
     Args:
         mask: ``(H, W)`` training mask (-1 = ignored).
         num_classes: C.
         confidence: the logit of the predicted class (others 0).
+        ce_weight, dice_weight: the loss weights (the reference's 0.375 and 1.125).
     """
     labelled = mask[mask >= 0]
     counts = torch.bincount(labelled, minlength=num_classes)
@@ -102,14 +107,17 @@ def missing_class_losses(mask: torch.Tensor, num_classes: int, confidence: float
         log_probs = F.log_softmax(logits, dim=1)
         confusion = confusion_matrix(predicted[None], mask[None], num_classes)
         rows.append([label, pixel_accuracy(confusion), mean_iou(confusion),
-                     float(cross_entropy(log_probs, mask[None])),
-                     float(dice_loss(log_probs.exp(), mask[None]))])
+                     ce_weight * float(cross_entropy(log_probs, mask[None])),
+                     dice_weight * float(dice_loss(log_probs.exp(), mask[None]))])
     share = 100 * float(counts[small]) / float(counts.sum())
+    rise_ce, rise_dice = rows[1][3] - rows[0][3], rows[1][4] - rows[0][4]
     return Table(
-        ["prediction", "pixel accuracy", "mIoU", "cross-entropy", "Dice loss"], rows,
-        caption=f"Missing one small class ({share:.1f}% of the pixels, {len(present)} classes present)",
-        notes=["Pixel accuracy and cross-entropy hardly move; mIoU and the Dice loss each lose about one "
-               "class's share. The Dice term makes training care about small classes as mIoU does."])
+        ["prediction", "pixel accuracy", "mIoU", f"{ce_weight:g} × cross-entropy", f"{dice_weight:g} × Dice"],
+        rows, caption=f"Missing one small class ({share:.1f}% of the pixels, {len(present)} classes present)",
+        notes=[f"Weighted as in the objective, the cross-entropy term rises by {rise_ce:.3f} and the Dice term "
+               f"by {rise_dice:.3f}. The cross-entropy rise depends on the assumed confidence (logit "
+               f"{confidence:g} here) and on the class's pixel share ({share:.1f}%); the Dice rise is about "
+               f"{dice_weight:g} / {len(present)} (one class of {len(present)}) at any confidence."])
 
 
 def first_mask(root: str | Path, size: int = 64, split: str = "validation") -> tuple[torch.Tensor, int]:
@@ -552,3 +560,20 @@ def aspp_figure(root: str | Path, image_size: int, output_stride: int, index: in
     figure.update_layout(title=f"ASPP taps from the centre cell: {image_size} px at output stride {output_stride}",
                          height=420, **LAYOUT)
     return figure
+
+
+def feature_map_side(backbone: str, output_stride: int, image_size: int) -> int:
+    """The side of the backbone's last feature map for a square image, measured by running it.
+
+    Example:
+        >>> feature_map_side("resnet10", 16, 64), feature_map_side("resnet10", 8, 64)
+        (4, 8)
+    """
+    from segkit.model import deeplabv3plus
+
+    model = deeplabv3plus(backbone, 2, output_stride, head_channels=8).eval()
+    b = model.backbone
+    with torch.no_grad():
+        features = b.layer4(b.layer3(b.layer2(b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(
+            torch.zeros(1, 3, image_size, image_size)))))))))
+    return int(features.shape[-1])

@@ -174,6 +174,33 @@ class Job:
                 f"again; the finished {result.run.name} is reused, not retrained.")
         return table
 
+    def finished_runs(self) -> dict[str, Run]:
+        """Every finished run in ``save_folder`` of this job's profile and seed, by name."""
+        from segkit.runs import find_runs
+
+        return {name: run for name, run in find_runs(self.save_folder).items()
+                if run.status == "finished" and run.info.get("profile", {}).get("name") == self.profile
+                and run.info.get("seed") == self.seed}
+
+    def sharpness(self, result: RunResult) -> go.Figure:
+        """SAM's target measured: the loss increase at medium's rho around this run's and the baseline's
+        weights (``segkit.explain.sharpness``)."""
+        from segkit import explain
+
+        rho = self.spec(recipes.medium()).scaled_recipe().sam_rho
+        baseline = self.baseline_run()
+        folders = {**({"baseline": baseline.folder} if baseline else {}), result.run.name: result.folder}
+        measured = {name: explain.sharpness(folder, rho) for name, folder in folders.items()}
+        return explain.sharpness_figure(measured, rho)
+
+    def fit_gaps(self) -> go.Figure:
+        """Training against validation mIoU of every finished run of this profile and seed
+        (``segkit.explain.fit_gap``): the runs with and without MixUp side by side."""
+        from segkit import explain
+
+        runs = self.finished_runs()
+        return explain.fit_gap_figure({name: explain.fit_gap(run.folder) for name, run in runs.items()})
+
     def comparison(self, result: RunResult) -> go.Figure:
         """mIoU against time and epochs, of this run and the baseline run (when there is one)."""
         from segkit.plots import comparison_figure
@@ -182,6 +209,21 @@ class Job:
         runs = [baseline, result.run] if baseline is not None else [result.run]
         return comparison_figure(runs, title=f"{result.run.name} against the baseline on this machine"
                                  if baseline else f"{result.run.name}")
+
+
+def check(question: str, value: float, expected: float, tolerance: float = 0.01) -> bool:
+    """A self-check: print whether ``value`` (the learner's) matches ``expected`` (segkit's) within a
+    relative ``tolerance``, without showing the expected value.
+
+    Example:
+        >>> check("2 + 2", 4.0, 4)
+        ✓ 2 + 2: 4 is right
+        True
+    """
+    right = value is not None and math.isclose(float(value), float(expected), rel_tol=tolerance, abs_tol=1e-9)
+    print(f"✓ {question}: {value:g} is right" if right else
+          f"✗ {question}: {value!r} is not it yet; see the hint, then run the cell again")
+    return right
 
 
 def feed_history(folder: Path, curves: LiveCurves, seen: int) -> int:
@@ -267,7 +309,11 @@ def check_job(job: Job) -> None:
         if available < job.gpus:
             raise ConfigError(f"profile {profile.name!r} with gpus = {job.gpus} needs {job.gpus} CUDA "
                               f"GPU(s); this machine has {available}; use profile 'cpu' here")
-    job.spec()  # duration, weights, and real data for a profile that needs it
+    try:
+        job.spec()  # duration, weights, and real data for a profile that needs it
+    except ConfigError as error:  # the spec names its field; here that field is a notebook parameter
+        named = str(error).split(" ", 1)[0] in PARAMETERS
+        raise ConfigError(f"parameter {error}" if named else str(error)) from None
     if job.data_root and not (Path(job.data_root).expanduser() / "images" / "training").is_dir():
         raise DataError(f"parameter data_root {job.data_root!r} is not an extracted ADEChallengeData2016 "
                         f"(it has no images/training folder); give the folder that holds images/ and "
