@@ -8,9 +8,9 @@ says which weights an evaluation used (the EMA's, once it has started):
 
 - **SAM that resumes.** Composer's SAM wraps the optimizer after a checkpoint is loaded, in an
   optimizer whose state holds only the perturbation ``e(w)``. A checkpoint therefore stores no
-  momentum under the wrapper's class name, and on resume the unwrapped optimizer finds nothing
-  under its own ("SAMOptimizer is not in the state_dict"): momentum restarts from zero and the
-  weights drift from an uninterrupted run (Composer warns of "weight mismatch"). Its step
+  momentum (it is saved under the wrapper's name, ``SAMOptimizer``), and a resumed run warns
+  "DecoupledSGDW is not in the state_dict. Its state will not be restored." (docs/recipes.md):
+  momentum restarts from zero and the weights drift from an uninterrupted run. Its step
   counter also restarts at zero, shifting which steps are SAM steps when ``interval > 1``.
   Here the wrapper is installed before loading, shares the base optimizer's state (so momentum
   is saved and restored), keeps ``e(w)`` outside it, and takes its step index from the trainer's

@@ -158,12 +158,14 @@ def noisy_trajectory(steps: int, seed: int = 0, start: float = 1.0, pull: float 
     return weights
 
 
-def ema_figure(steps: int = 25 * recipes.REFERENCE_STEPS_PER_EPOCH, seed: int = 0) -> go.Figure:
-    """A noisy weight and its EMA with mild's (1000ba, every 10ba) and hot's (2000ba, every 1ba) settings."""
+def ema_figure(epochs: int = recipes.mild().epochs, seed: int = 0) -> go.Figure:
+    """A simulated scalar weight and its EMA with mild's (1000ba, every 10ba) and hot's (2000ba, every 1ba)
+    settings, over ``epochs`` reference epochs (mild's 25 by default; hot's 240 for notebook 03)."""
+    steps = epochs * recipes.REFERENCE_STEPS_PER_EPOCH
     weights = noisy_trajectory(steps, seed)
-    shown = slice(None, None, 4)  # every 4th step is enough to draw
+    shown = slice(None, None, max(4, steps // 2000))  # about 2,000 points are enough to draw
     epochs = (np.arange(steps) / recipes.REFERENCE_STEPS_PER_EPOCH)[shown].round(3)
-    figure = go.Figure(go.Scatter(x=epochs, y=weights[shown].round(4), name="the weight SGD trains",
+    figure = go.Figure(go.Scatter(x=epochs, y=weights[shown].round(4), name="a simulated weight trained by SGD",
                                   line={"color": "#bbb", "width": 1}))
     for recipe in (recipes.mild(), recipes.hot()):
         half_life = recipes.to_batches(recipe.ema_half_life, recipes.REFERENCE_STEPS_PER_EPOCH)
@@ -173,7 +175,7 @@ def ema_figure(steps: int = 25 * recipes.REFERENCE_STEPS_PER_EPOCH, seed: int = 
         figure.add_trace(go.Scatter(x=epochs, y=averaged, name=label,
                                     line={"color": recipe_color(recipe.name), "width": 2}))
     figure.add_hline(y=0, line={"dash": "dot", "color": "#555"}, annotation_text="minimum")
-    figure.update_layout(title="EMA of the weights: steadier than the weight itself, and behind it at first",
+    figure.update_layout(title=f"A simulated weight and its EMA over {epochs} reference epochs",
                          height=340, xaxis_title="epoch (157 steps each, as the reference)",
                          yaxis_title="weight", **LAYOUT)
     return figure

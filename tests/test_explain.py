@@ -85,7 +85,7 @@ def test_mixing_weights_grow_with_alpha():
 
 def test_figures_build():
     assert len(explain.lr_schedule_figure().data) == 4
-    assert len(explain.ema_figure(steps=400).data) == 3
+    assert len(explain.ema_figure(epochs=3).data) == 3
     assert len(explain.channels_last_figure().data) == 1
     assert len(explain.mixing_figure().data) == 2
     assert len(explain.sam_figure().data) == 7
