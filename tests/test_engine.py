@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -128,3 +129,37 @@ def test_raw_weights_are_evaluated_beside_the_ema(tmp_path, scenes_root):
                        print_progress=False)
     assert without_timing(unmeasured.run.history) == [
         {k: v for k, v in entry.items() if k != "miou_raw"} for entry in without_timing(result.run.history)]
+
+
+def test_the_loss_falls(tmp_path, scenes_root):
+    """16 steps of the baseline on the tiny profile take the training loss from the first step's to at
+    most 0.9 of it (mean of the last 4 steps). Measured: 0.85 as the code stands; 1.01 with the learning
+    rate at 1e-9 (an optimizer that does not step), so a broken optimizer or schedule fails here."""
+    losses = []
+    train("baseline", scenes_root, "tiny", duration="16ba", save_folder=tmp_path, print_progress=False,
+          on_progress=lambda kind, data: losses.append(data["train_loss"]) if kind == "batch" else None)
+    assert len(losses) == 16
+    assert sum(losses[-4:]) / 4 <= 0.9 * losses[0]
+
+
+def test_the_learning_rate_follows_the_cosine_schedule(tmp_path, scenes_root):
+    from composer import Callback
+
+    class LearningRates(Callback):
+        rates: list = []
+
+        def before_forward(self, state, logger):
+            self.rates.append(state.optimizers[0].param_groups[0]["lr"])
+
+    spy = LearningRates()
+    train("baseline", scenes_root, "tiny", duration="8ba", save_folder=tmp_path, print_progress=False,
+          callbacks=[spy])
+    # Composer steps the schedule at the end of each batch with the count of batches before it, so batch
+    # t trains at the rate of step t - 1 (and batch 0 at the rate of step 0): cosine to 0 over 8 steps.
+    expected = [0.08 * (1 + math.cos(math.pi * max(0, step - 1) / 8)) / 2 for step in range(8)]
+    assert spy.rates == pytest.approx(expected, rel=1e-6)
+    constant = LearningRates()
+    constant.rates = []
+    train("mild", scenes_root, "tiny", duration="4ba", save_folder=tmp_path, print_progress=False,
+          callbacks=[constant])
+    assert constant.rates == pytest.approx([0.08] * 4)

@@ -16,7 +16,7 @@ import sys
 
 from composer import Callback
 
-import segkit.checkpoints
+import segkit.engine
 from segkit.engine import train
 
 
@@ -45,7 +45,7 @@ class KillAt(Callback):
 
 def kill_during_checkpoint_write(count: int) -> None:
     """Make the count-th checkpoint write die halfway through writing its bytes."""
-    real_write, calls = segkit.checkpoints.atomic_write, []
+    real_write, calls = segkit.engine.atomic_write, []
 
     def dying_write(path, write):
         calls.append(path)
@@ -63,7 +63,12 @@ def kill_during_checkpoint_write(count: int) -> None:
 
         return real_write(path, half_then_die)
 
-    segkit.checkpoints.atomic_write = dying_write
+    segkit.engine.atomic_write = dying_write
+
+
+def kill_before_weights() -> None:
+    """Die after training and its last checkpoint, before model.pt is written."""
+    segkit.engine.save_weights = lambda trainer, path: die()
 
 
 def main() -> None:
@@ -72,9 +77,11 @@ def main() -> None:
     moment, count = options.pop("kill_at", (None, 0))
     if moment == "checkpoint":
         kill_during_checkpoint_write(count)
+    elif moment == "before weights":
+        kill_before_weights()
     elif moment:
         callbacks.append(KillAt(moment, count))
-    result = train(profile="tiny", callbacks=callbacks, **options)
+    result = train(profile=options.pop("profile", "tiny"), callbacks=callbacks, **options)
     print(json.dumps({"miou": result.miou}))
 
 
