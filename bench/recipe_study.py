@@ -60,7 +60,7 @@ def variant_recipe(label: str) -> recipes.Recipe:
     return dataclasses.replace(recipes.get(name), name=label.replace(" ", "-"), **change)
 
 
-def run_all(profile, seeds: list[int], runs: Path, variant_seeds: list[int],
+def run_all(profile, seeds: list[int], runs: Path, variant_seeds: list[int], variants: list[str],
             report_only: bool = False) -> dict[str, dict[int, Run]]:
     """Train (or reuse) the four recipes on every seed, then the variants on ``variant_seeds``.
 
@@ -68,7 +68,7 @@ def run_all(profile, seeds: list[int], runs: Path, variant_seeds: list[int],
     """
     results: dict[str, dict[int, Run]] = {}
     plan = [(name, seed) for seed in seeds for name in RECIPES]
-    plan += [(label, seed) for seed in variant_seeds for label in VARIANTS]
+    plan += [(label, seed) for seed in variant_seeds for label in variants]
     for name, seed in plan:
         recipe = recipes.get(name) if name in RECIPES else variant_recipe(name)
         if report_only:
@@ -250,6 +250,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "docs"))
     parser.add_argument("--variant-seeds", type=int, nargs="*", default=None,
                         help="seeds to train the variants on (default: all of --seeds; none: no variants)")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), metavar="VARIANT",
+                        help="which variants to train (default all: " + "; ".join(VARIANTS) + ")")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: report the finished runs in --runs")
     parser.add_argument("--notes", default=None, help="a markdown file of analysis to append to the report")
@@ -258,7 +260,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     variant_seeds = args.seeds if args.variant_seeds is None else args.variant_seeds
-    results = run_all(profile, args.seeds, Path(args.runs) / profile.name, variant_seeds, args.report_only)
+    results = run_all(profile, args.seeds, Path(args.runs) / profile.name, variant_seeds, args.variants,
+                      args.report_only)
     fig = figure(results, f"Four recipes on the {profile.name} profile, {seed_label(args.seeds)}")
     html, png = out / f"{args.name}.html", out / f"{args.name}.png"
     fig.write_html(html, include_plotlyjs="cdn")  # small enough to commit; needs the internet to view

@@ -13,10 +13,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from PIL import Image
 
 from segkit.engine import train
 from segkit.errors import ConfigError, DataError, RunError, SegkitError, WeightsError
-from tests.conftest import REPO, run_segkit, subprocess_env
+from tests.conftest import REPO, run_segkit, skip_or_fail, subprocess_env
 
 DURATION = "3ep"  # tiny profile on the 8-image scenes fixture: 2 steps per epoch, evaluations at 2, 4, 6
 TIMING = ("wall_time", "images_per_second")
@@ -292,7 +290,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(scenes_root, t
 
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(scenes_root, tmp_path):
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
-        pytest.skip("needs unshare to mount a small private tmpfs (a real full disk)")
+        skip_or_fail("needs unshare to mount a small private tmpfs (a real full disk)")
     first = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path / "probe",
                   run_name="r", print_progress=False)
     checkpoint_size = (first.folder / "checkpoints" / "latest.pt").stat().st_size
@@ -376,25 +374,41 @@ def test_errors_are_one_type(scenes_root):
         assert issubclass(error, SegkitError) and issubclass(error, ValueError)
 
 
+KILL_AFTER_FIRST_EVALUATION = """
+import os, signal
+import segkit.engine
+
+_recorded = segkit.engine.RunRecorder.eval_after_all
+
+
+def eval_after_all(self, state, logger):  # the first evaluation is recorded, then everything dies
+    _recorded(self, state, logger)
+    os.kill(os.getppid(), signal.SIGKILL)  # papermill, which started this kernel in a group of its own
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+segkit.engine.RunRecorder.eval_after_all = eval_after_all
+"""
+
+
 def test_killed_notebook_resumes_when_run_again(scenes_root, tmp_path, monkeypatch):
-    """``papermill`` (and its kernel) SIGKILLed mid-run; the same command again resumes and finishes the run."""
+    """``papermill`` and its kernel SIGKILLed right after the run's first evaluation (an event, not a clock:
+    a ``sitecustomize`` loaded by the kernel kills papermill and itself); the same command again resumes."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     save_folder = tmp_path / "runs"
     command = [sys.executable, "-m", "papermill", str(REPO / "notebooks" / "03_hot.ipynb"), str(tmp_path / "out.ipynb"),
                "-p", "profile", "tiny", "-p", "data_root", str(scenes_root), "-p", "duration", DURATION,
                "-p", "run_name", "killed", "-p", "save_folder", str(save_folder), "--no-progress-bar"]
-    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env(),
-                           start_new_session=True)  # its own process group: papermill and its kernel
+    killer = tmp_path / "killer"
+    killer.mkdir()
+    (killer / "sitecustomize.py").write_text(KILL_AFTER_FIRST_EVALUATION)
+    env = {**subprocess_env(), "PYTHONPATH": os.pathsep.join([str(killer), os.environ["PYTHONPATH"]])}
+    job = subprocess.run(command, capture_output=True, env=env, timeout=300,
+                         start_new_session=True)  # its own process group: papermill and its kernel
+    assert job.returncode == -9
     metrics = save_folder / "killed" / "metrics.json"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and job.poll() is None:
-        if metrics.exists() and json.loads(metrics.read_text())["history"]:
-            break
-        time.sleep(0.05)
-    os.killpg(job.pid, signal.SIGKILL)
-    job.wait()
     before_kill = json.loads(metrics.read_text())["history"]
-    assert 0 < len(before_kill) < 3  # killed part-way
+    assert len(before_kill) == 1  # killed right after the first evaluation and its checkpoint
     rerun = subprocess.run(command, capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     train_tiny("hot", scenes_root, tmp_path / "reference", "uninterrupted")

@@ -7,11 +7,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from segkit.notebooks import Outcome
 from segkit.report import summary_html, write_summary
 from segkit.runs import Run
+from tests.conftest import skip_or_fail
 
 
 def fake_run(name: str, recipe: str, miou: list[float]) -> Run:
@@ -54,7 +53,7 @@ def test_summary_page_without_runs(tmp_path):
 def test_browser_draws_the_figure(tmp_path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("no chromium to render the page (Debian: apt-get install -y chromium)")
+        skip_or_fail("no chromium to render the page (Debian: apt-get install -y chromium)")
     page = write_summary(tmp_path / "index.html", outcomes(tmp_path))
     done = subprocess.run(
         [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
