@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkit.data import ADE20k
+from segkit.data import ADE20K_CLASSES, ADE20K_PALETTE, ADE20k
 from segkit.errors import ConfigError
 from segkit.inference import load_model, predict
 from segkit.transforms import eval_transform
@@ -37,7 +37,8 @@ NAMED_COLORS = {
 
 
 def palette(class_names: Sequence[str]) -> np.ndarray:
-    """One RGB colour per class: named colours where known, evenly spread hues otherwise.
+    """One RGB colour per class: ADE20k's standard palette for its 150 classes (as mmsegmentation
+    draws them), else named colours where known and evenly spread hues otherwise.
 
     Returns:
         ``(num_classes, 3)`` uint8.
@@ -45,7 +46,11 @@ def palette(class_names: Sequence[str]) -> np.ndarray:
     Example:
         >>> palette(["sky", "something else"]).tolist()
         [[120, 180, 240], [77, 129, 255]]
+        >>> palette(ADE20K_CLASSES)[2].tolist()  # sky
+        [6, 230, 230]
     """
+    if tuple(class_names) == ADE20K_CLASSES:
+        return np.array(ADE20K_PALETTE, dtype=np.uint8)
     colors = []
     for index, name in enumerate(class_names):
         key = name.split(";")[0].split(",")[0].strip().lower()

@@ -176,3 +176,14 @@ def test_16bit_annotation_within_range_is_read(ade_root):
     Image.fromarray(np.full((40, 48), 7, dtype=np.uint16)).save(path)
     _, mask = ADE20k(ade_root, "training")[0]
     assert (mask == 6).all()
+
+
+def test_ade20k_names_and_palette_without_object_info(ade_root):
+    from segkit.data import ADE20K_CLASSES, ADE20K_PALETTE
+    from segkit.gallery import palette
+
+    dataset = ADE20k(ade_root, "training")  # the fixture has no objectInfo150.txt
+    names = dataset.class_names
+    assert (names[0], names[2], names[12], names[149]) == ("wall", "sky", "person", "flag")
+    assert len(ADE20K_PALETTE) == 150 and palette(names).shape == (150, 3)
+    assert names == ADE20K_CLASSES and palette(names)[0].tolist() == [120, 120, 120]
