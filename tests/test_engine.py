@@ -163,3 +163,44 @@ def test_the_learning_rate_follows_the_cosine_schedule(tmp_path, scenes_root):
     train("mild", scenes_root, "tiny", duration="4ba", save_folder=tmp_path, print_progress=False,
           callbacks=[constant])
     assert constant.rates == pytest.approx([0.08] * 4)
+
+
+def shrunken_a100(**changes):
+    """The a100 profile at the tiny profile's size: its algorithms and batch split, at test scale."""
+    import dataclasses
+
+    from segkit.profiles import get_profile
+
+    return dataclasses.replace(get_profile("a100"), name="a100-small", image_size=32, backbone="resnet10",
+                               head_channels=16, weights=None, global_batch_size=4, default_data="scenes",
+                               scenes_train_images=8, scenes_val_images=4, num_workers=2, **changes)
+
+
+def test_the_a100_path_on_the_cpu(tmp_path, scenes_root):
+    """The reference profile's hot recipe, forced to the CPU (fp32, a fixed microbatch of 2 out of each
+    batch of 4, two data workers): 2 steps, every algorithm on, SAM through microbatches."""
+    profile = shrunken_a100(device="cpu", precision="fp32", microbatch_size=2)
+    result = train("hot", scenes_root, profile, duration="2ba", save_folder=tmp_path, print_progress=False)
+    assert result.run.status == "finished" and result.run.final["step"] == 2
+    assert result.run.info["plan"]["sam_rho"] == 0.3 and result.run.info["world_size"] == 1
+
+
+@pytest.mark.gpu
+def test_the_a100_path_on_a_gpu(tmp_path, scenes_root):
+    """The same on a CUDA GPU: mixed precision and automatic microbatching (pytest -m gpu)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    profile = shrunken_a100(device="gpu", precision="amp_fp16", microbatch_size="auto")
+    result = train("hot", scenes_root, profile, duration="4ba", save_folder=tmp_path, print_progress=False)
+    assert result.run.final["step"] == 4 and math.isfinite(result.run.final["train_loss"])
+
+
+@pytest.mark.slow
+def test_two_processes_through_the_cli_launcher(tmp_path, scenes_root):
+    """``segkit train --gpus 2`` on the CPU: Composer's launcher, two gloo processes, the batch of 4 split
+    into 2 per process (8 images: 2 steps per epoch)."""
+    done = run_segkit("train", "--profile", "tiny", "--data", str(scenes_root), "--gpus", "2", "--duration", "2ep",
+                      "--save-folder", str(tmp_path), "--run-name", "ddp", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = Run.load(tmp_path / "ddp")
+    assert run.info["world_size"] == 2 and [entry["step"] for entry in run.history] == [2, 4]
