@@ -215,9 +215,9 @@ def scale(recipe: Recipe, profile: str | Profile, steps_per_epoch: int = REFEREN
     Example:
         >>> scale(mild(), "a100") == mild()
         True
-        >>> cpu = scale(mild(), "cpu", steps_per_epoch=12)
+        >>> cpu = scale(mild(), "cpu", steps_per_epoch=25)
         >>> cpu.epochs, cpu.ema_half_life, cpu.ema_update_interval
-        (3, '10ba', '1ba')
+        (8, '50ba', '1ba')
     """
     profile = get_profile(profile)
 

@@ -176,9 +176,8 @@ def claim(recipe_name: str, run: Run, baseline: Run | None) -> str:
         return ""
     headline = CLAIMS[recipe_name]
     published = PUBLISHED[recipe_name]
-    said = (f"Published: {recipe_name}'s {headline.label} is {headline.text(headline.published)} "
-            f"({duration_text(published.hours * 3600)} against the baseline's "
-            f"{duration_text(base_published.hours * 3600)}).")
+    said = (f"Published: {recipe_name} {headline.statement} ({duration_text(published.hours * 3600)} against "
+            f"the baseline's {duration_text(base_published.hours * 3600)}).")
     if baseline is None or not baseline.history or not run.history:
         return said
     value = headline.measure(baseline, run)

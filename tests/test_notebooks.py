@@ -68,7 +68,7 @@ def test_notebook_trains_and_keeps_its_curves(main_job, name):
         assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
 
     # The training cell ends with the final figure as a plain plotly output holding metrics.json's data.
-    training = cell_with(book, "job.train()")
+    training = cell_with(book, "result = job.train(")
     figures = [o for o in training.outputs if PLOTLY_MIME in o.get("data", {})]
     assert len(figures) == 1
     traces = {trace["name"]: trace for trace in figures[0]["data"][PLOTLY_MIME]["data"]}

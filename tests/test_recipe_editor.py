@@ -85,7 +85,7 @@ def test_reset_and_table():
     editor.reset()
     assert editor.recipe == recipes.medium()
     editor.reset("hot")
-    table = editor.table(profile="cpu", steps_per_epoch=12)
+    table = editor.table(profile="cpu", steps_per_epoch=25)
     assert table.columns == ["setting", "baseline", "hot", "hot on cpu"]
     epochs = next(row for row in table.rows if row[0] == "epochs")
-    assert epochs == ["epochs", "128", "240", "30"]
+    assert epochs == ["epochs", "128", "240", "75"]
