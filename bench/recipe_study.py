@@ -231,8 +231,8 @@ def report(results, profile, seeds, command: str, figure_name: str, mechanism_ro
         for key in keys:
             values = [mechanism_rows[s].get(key) for s in mechanism_rows]
             present = [v for v in values if v is not None]
-            lines.append(f"| {key} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in values)
-                         + f" | {statistics.mean(present):.3f} |")
+            lines.append(f"| {key} | " + " | ".join("-" if v is None else f"{v:.4g}" for v in values)
+                         + f" | {statistics.mean(present):.4g} |")
         lines += ["", "`ema_lead`: mild's mIoU with the EMA's weights minus with the raw weights (final "
                   "evaluation, and mean over evaluations). `sharpness_random` / `sharpness_ascent`: the training "
                   f"loss increase at distance rho = {recipes.scale(recipes.medium(), profile).sam_rho} (medium's) "
