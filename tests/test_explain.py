@@ -83,9 +83,19 @@ def test_mixing_weights_grow_with_alpha():
     assert explain.mixing_weights(0.5).max() <= 0.5
 
 
-def test_figures_build():
-    assert len(explain.lr_schedule_figure().data) == 4
-    assert len(explain.ema_figure(epochs=3).data) == 3
-    assert len(explain.channels_last_figure().data) == 1
-    assert len(explain.mixing_figure().data) == 2
+def test_figures_draw_the_computed_values():
+    schedules = {trace.name.split(" ")[0]: trace for trace in explain.lr_schedule_figure().data}
+    assert list(schedules) == ["baseline", "mild", "medium", "hot"]
+    baseline = schedules["baseline"]
+    assert baseline.y[0] == 0.08 and baseline.y[-1] == 0.0 and baseline.x[-1] == 128  # cosine to 0 over 128
+    assert set(schedules["mild"].y) == {0.08} and schedules["hot"].x[-1] == 240
+    ema = explain.ema_figure(epochs=3)
+    assert [trace.name.split(",")[0] for trace in ema.data] == ["a simulated weight trained by SGD", "EMA", "EMA"]
+    jumps = [np.abs(np.diff(np.array(trace.y))).mean() for trace in ema.data]
+    assert jumps[1] < jumps[0] / 5 and jumps[2] < jumps[0] / 5  # each average moves far less than the weight
+    layout = explain.channels_last_figure((1, 3, 2, 3)).data[0].z
+    assert list(layout[0]) == [0] * 6 + [1] * 6 + [2] * 6 and list(layout[1]) == [0, 1, 2] * 6  # NCHW, NHWC
+    mixing = explain.mixing_figure().data
+    assert [trace.name.split(" ")[1] for trace in mixing] == ["0.2", "0.5"]
+    assert all(abs(sum(trace.y) - 1) < 1e-3 for trace in mixing)  # shares of batches
     assert len(explain.sam_figure().data) == 7
