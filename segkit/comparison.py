@@ -24,9 +24,6 @@ from typing import Any
 
 from segkit.runs import Run
 
-#: The axes cost is measured on (see the module docstring).
-COST_AXES = ("wall_time", "passes")
-
 
 @dataclass(frozen=True)
 class Published:

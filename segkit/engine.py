@@ -244,7 +244,7 @@ def live_weights_miou(state: State, num_classes: int) -> float:
     """
     model, was_training = state.model, state.model.training
     model.eval()
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=state.device._device)
+    confusion = state.device.tensor_to_device(torch.zeros(num_classes, num_classes, dtype=torch.int64))
     with torch.random.fork_rng(devices=[]):
         for images, masks in state.evaluators[0].dataloader.dataloader:
             images, masks = state.device.batch_to_device((images, masks))

@@ -574,8 +574,6 @@ def feature_map_side(backbone: str, output_stride: int, image_size: int) -> int:
     from segkit.model import deeplabv3plus
 
     model = deeplabv3plus(backbone, 2, output_stride, head_channels=8).eval()
-    b = model.backbone
     with torch.no_grad():
-        features = b.layer4(b.layer3(b.layer2(b.layer1(b.maxpool(b.relu(b.bn1(b.conv1(
-            torch.zeros(1, 3, image_size, image_size)))))))))
-    return int(features.shape[-1])
+        _, deep = model.features(torch.zeros(1, 3, image_size, image_size))
+    return int(deep.shape[-1])

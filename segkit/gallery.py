@@ -168,8 +168,7 @@ class Predictions:
         if not indices:
             return []
         images, masks = zip(*(self.dataset[i] for i in indices), strict=True)
-        with torch.no_grad():
-            predicted = predict(self.model, torch.stack(images))  # (N, H, W)
+        predicted = predict(self.model, torch.stack(images))  # (N, H, W)
         return [(to_picture(image), colorize(mask, self.colors), colorize(prediction, self.colors))
                 for image, mask, prediction in zip(images, masks, predicted, strict=True)]
 

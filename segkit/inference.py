@@ -62,8 +62,6 @@ def evaluate(run_folder: str | Path, data: str | Path | None = None, split: str 
     if full_set.num_classes != num_classes:
         raise ConfigError(f"{full_set.root} has {full_set.num_classes} classes; the run was trained on {num_classes}")
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    with torch.no_grad():
-        for images, masks in DataLoader(dataset, batch_size=16):
-            predictions = predict(module, images)
-            confusion += confusion_matrix(predictions, masks, num_classes)
+    for images, masks in DataLoader(dataset, batch_size=16):
+        confusion += confusion_matrix(predict(module, images), masks, num_classes)
     return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion)}

@@ -156,11 +156,16 @@ class DeepLabV3Plus(nn.Module):
         self.backbone = backbone
         self.head = head
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The backbone's stride-4 features and its last (stride 8 or 16) features."""
         b = self.backbone
         stem = b.maxpool(b.relu(b.bn1(b.conv1(images))))
         low_level = b.layer1(stem)  # stride 4
         deep = b.layer4(b.layer3(b.layer2(low_level)))  # stride 8, 16 or 32
+        return low_level, deep
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        low_level, deep = self.features(images)
         logits = self.head(low_level, deep)
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 

@@ -21,7 +21,6 @@ loaded through the same code path as a local ImageNet file (``segkit.model.load_
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -246,8 +245,7 @@ def pretrained_backbone(backbone: str, task: str = "segmentation", *, settings: 
     path = cache_folder() / f"{backbone}-scenes-{settings.fingerprint()}.pth"
     if not path.is_file():
         log(f"pretraining the {backbone} backbone on built-in scenes ({task}), once (cached in {path.parent})")
-        with contextlib.suppress(FileExistsError):
-            pretrain(settings, path, log=log)
+        pretrain(settings, path, log=log)  # two processes racing both write whole files: the last one stays
     read_provenance(path)
     return path
 
