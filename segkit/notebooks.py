@@ -69,7 +69,7 @@ class Job:
     run_name: str = ""  # "" = RECIPE-PROFILE-seedSEED (plus -DURATION when duration is set)
     save_folder: str = "runs"  # where run folders go; notebooks 01-03 find the baseline run here
     seed: int = DEFAULT_SEED  # the reference's seed
-    weights: str = ""  # backbone init: "" = the profile's (random on cpu, ImageNet on a100), "none" or a .pth
+    weights: str = ""  # backbone init: "" = the profile's (scenes-pretrained on cpu, ImageNet on a100); "none"; a .pth
 
     @property
     def settings(self) -> Profile:
@@ -121,7 +121,8 @@ class Job:
         """Train (or resume, or reuse a finished run) with live curves; returns a ``segkit.runs.RunResult``.
 
         With ``gpus`` above 1 training runs through Composer's launcher, not in this process.
-        ``evaluate_raw_weights``: with EMA, also evaluate the weights SGD trains (``miou_raw``).
+        ``evaluate_raw_weights``: with EMA, also evaluate the weights SGD trains (``miou_raw``); in this
+        process only (the launcher's runs do not record it).
         """
         from segkit.plots import LiveCurves
 
