@@ -1,6 +1,5 @@
 """The figure of docs/laptop-regime.md: every candidate baseline's validation mIoU against its training steps.
 
-    .venv/bin/pip install -e '.[bench]'       # matplotlib
     .venv/bin/python bench/regime_figure.py   # reads runs/regime, writes docs/laptop-regime.png
 """
 

@@ -164,15 +164,15 @@ def ema_figure(epochs: int = recipes.mild().epochs, seed: int = 0) -> go.Figure:
     steps = epochs * recipes.REFERENCE_STEPS_PER_EPOCH
     weights = noisy_trajectory(steps, seed)
     shown = slice(None, None, max(4, steps // 2000))  # about 2,000 points are enough to draw
-    epochs = (np.arange(steps) / recipes.REFERENCE_STEPS_PER_EPOCH)[shown].round(3)
-    figure = go.Figure(go.Scatter(x=epochs, y=weights[shown].round(4), name="a simulated weight trained by SGD",
+    epoch_axis = (np.arange(steps) / recipes.REFERENCE_STEPS_PER_EPOCH)[shown].round(3)
+    figure = go.Figure(go.Scatter(x=epoch_axis, y=weights[shown].round(4), name="a simulated weight trained by SGD",
                                   line={"color": "#bbb", "width": 1}))
     for recipe in (recipes.mild(), recipes.hot()):
         half_life = recipes.to_batches(recipe.ema_half_life, recipes.REFERENCE_STEPS_PER_EPOCH)
         interval = int(recipes.to_batches(recipe.ema_update_interval, recipes.REFERENCE_STEPS_PER_EPOCH))
         label = f"EMA, half-life {recipe.ema_half_life}, every {recipe.ema_update_interval} ({recipe.name})"
         averaged = moving_average(weights, half_life, interval)[shown].round(4)
-        figure.add_trace(go.Scatter(x=epochs, y=averaged, name=label,
+        figure.add_trace(go.Scatter(x=epoch_axis, y=averaged, name=label,
                                     line={"color": recipe_color(recipe.name), "width": 2}))
     figure.add_hline(y=0, line={"dash": "dot", "color": "#555"}, annotation_text="minimum")
     figure.update_layout(title=f"A simulated weight and its EMA over {epochs} reference epochs",

@@ -3,7 +3,9 @@
 ``load_model(run_folder)`` rebuilds the network a run trained and loads its ``model.pt`` (the
 evaluated weights: the EMA's where the recipe has EMA). ``predict`` normalizes images exactly as
 training does (``segkit.transforms.normalize``) and returns class indices; ``evaluate`` scores a
-run on a split. The pictures and widgets use this module, so they never load the training engine.
+run on a split, at one scale or with test-time augmentation (``predict_augmented``: several scales
+and a horizontal flip, as mmsegmentation's multi-scale evaluation). The pictures and widgets use
+this module, so they never load the training engine.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from segkit import checkpoints
 from segkit.data import ADE20k
 from segkit.errors import ConfigError
-from segkit.metrics import confusion_matrix, mean_iou, pixel_accuracy
+from segkit.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 from segkit.model import deeplabv3plus
 from segkit.runs import WEIGHTS_FILE, Run
 from segkit.transforms import eval_transform, normalize
@@ -26,6 +29,39 @@ from segkit.transforms import eval_transform, normalize
 def predict(module: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Class indices ``(N, H, W)`` for uint8 (or 0-255 float) images ``(N, 3, H, W)``."""
     return module(normalize(images)).argmax(1)
+
+
+#: mmsegmentation's multi-scale evaluation: these ratios of the evaluation size, each also flipped.
+TTA_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
+
+
+@torch.no_grad()
+def predict_augmented(module: torch.nn.Module, images: torch.Tensor, scales: tuple[float, ...] = TTA_SCALES,
+                      flip: bool = True) -> torch.Tensor:
+    """Class indices ``(N, H, W)`` from the class probabilities averaged over resized (and flipped) copies.
+
+    Each copy is resized by a scale (bilinear), predicted, its softmax resized back to ``H x W`` (and
+    flipped back), and the probabilities are averaged, as mmsegmentation's aug_test does.
+
+    Shape:
+        - images: ``(N, 3, H, W)``, uint8 or 0-255 float.
+        - output: ``(N, H, W)`` int64.
+    """
+    height, width = images.shape[-2:]
+    normalized = normalize(images)
+    total = None
+    for scale in scales:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        resized = normalized if size == (height, width) else F.interpolate(
+            normalized, size=size, mode="bilinear", align_corners=False)
+        for flipped in ((False, True) if flip else (False,)):
+            logits = module(resized.flip(-1) if flipped else resized)  # (N, C, h, w)
+            probabilities = F.interpolate(logits, size=(height, width), mode="bilinear",
+                                          align_corners=False).softmax(1)
+            if flipped:
+                probabilities = probabilities.flip(-1)
+            total = probabilities if total is None else total + probabilities
+    return total.argmax(1)
 
 
 def load_model(run_folder: str | Path) -> tuple[torch.nn.Module, Run]:
@@ -43,14 +79,16 @@ def load_model(run_folder: str | Path) -> tuple[torch.nn.Module, Run]:
 
 
 def evaluate(run_folder: str | Path, data: str | Path | None = None, split: str = "validation",
-             limit: int | None = None) -> dict[str, float]:
+             limit: int | None = None, augmented: bool = False) -> dict[str, float | list[float]]:
     """Evaluate a run's weights on a split (the run's own validation data by default).
 
     ``split="training"`` with the evaluation transform measures how well the run fits the images
-    it trained on (the train-validation gap); ``limit`` evaluates only the first images.
+    it trained on (the train-validation gap); ``limit`` evaluates only the first images;
+    ``augmented`` evaluates with test-time augmentation (``predict_augmented``, ``TTA_SCALES`` and flip).
 
     Returns:
-        ``{"miou": ..., "pixel_accuracy": ...}`` in percent.
+        ``{"miou": ..., "pixel_accuracy": ..., "iou_per_class": [...]}`` in percent; a class absent from
+        both the labels and the predictions has IoU NaN.
     """
     module, run = load_model(run_folder)
     size = run.info["profile"]["image_size"]
@@ -63,5 +101,7 @@ def evaluate(run_folder: str | Path, data: str | Path | None = None, split: str 
         raise ConfigError(f"{full_set.root} has {full_set.num_classes} classes; the run was trained on {num_classes}")
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     for images, masks in DataLoader(dataset, batch_size=16):
-        confusion += confusion_matrix(predict(module, images), masks, num_classes)
-    return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion)}
+        predictions = predict_augmented(module, images) if augmented else predict(module, images)
+        confusion += confusion_matrix(predictions, masks, num_classes)
+    return {"miou": mean_iou(confusion), "pixel_accuracy": pixel_accuracy(confusion),
+            "iou_per_class": iou_per_class(confusion).tolist()}

@@ -10,9 +10,13 @@ and returns a ``Job``. ``job.train()`` then trains the notebook's recipe with li
 the kernel on one device, or, with ``gpus`` above 1, through Composer's launcher (one process
 per GPU, DDP), with the curves read from the run's ``metrics.json`` as it grows.
 
-``run_all`` is the main job, ``segkit notebooks``: it executes the four notebooks headless with
-papermill, in order (so 01-03 find the baseline run of 00), and writes the executed notebooks,
-the run folders and a summary page (``segkit.report``) under one output folder.
+Notebook 04 compares the four runs; its first code cell is ``notebooks.start_results(globals())``,
+which takes the same parameters plus ``run_folders`` and returns a ``Results``.
+
+``run_all`` is the main job, ``segkit notebooks``: it executes the five notebooks headless with
+papermill, in order (so 01-03 find the baseline run of 00, and 04 all four runs), and writes the
+executed notebooks, each also as an HTML page (``segkit.pages``), the run folders and a summary
+page (``segkit.report``) linking them, under one output folder.
 """
 
 from __future__ import annotations
@@ -45,8 +49,10 @@ if TYPE_CHECKING:
     from segkit.plots import LiveCurves
     from segkit.tables import Table
 
-#: The notebooks of the kit, in the order they run, and the recipe each one trains.
+#: The notebooks of the kit that train, in the order they run, and the recipe each one trains.
 NOTEBOOKS = {"00_baseline": "baseline", "01_mild": "mild", "02_medium": "medium", "03_hot": "hot"}
+#: The notebook that compares their runs, run after them.
+RESULTS_NOTEBOOK = "04_results"
 #: Where the notebooks are in a checkout of the repository.
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 #: Names IPython itself puts in a notebook's namespace (they are not parameters).
@@ -212,6 +218,63 @@ class Job:
                                  if baseline else f"{result.run.name}")
 
 
+@dataclass(frozen=True)
+class Results:
+    """Notebook 04's job: which runs it compares.
+
+    ``run_folders`` (comma-separated) names the runs; empty, they are the four recipes' runs of the
+    training notebooks with the same parameters, found in ``save_folder``.
+    """
+
+    job: Job  # the training notebooks' parameters: profile, seed, duration, save_folder
+    run_folders: str = ""  # comma-separated run folders; "" = the runs of notebooks 00-03
+
+    def runs(self) -> dict[str, Run]:
+        """The finished runs, by recipe, in the recipes' order.
+
+        Raises:
+            DataError: a named folder is not a finished run, or no run was found at all.
+        """
+        if self.run_folders:
+            found = {}
+            for text in self.run_folders.split(","):
+                folder = Path(text.strip()).expanduser()
+                if not (folder / METRICS_FILE).is_file():
+                    raise DataError(f"parameter run_folders: {folder} is not a run folder (it has no "
+                                    f"{METRICS_FILE}); give folders written by segkit train or the notebooks")
+                run = Run.load(folder)
+                if run.status != "finished" or not run.history:
+                    raise DataError(f"parameter run_folders: {folder} has not finished training; finish it "
+                                    f"(run its notebook or segkit train again) or leave it out")
+                found[run.recipe if run.recipe not in found else run.name] = run
+            return found
+        found = {}
+        for recipe in NOTEBOOKS.values():
+            folder = Path(self.job.save_folder).expanduser() / self.job.spec(recipes.get(recipe)).run_name
+            if (folder / METRICS_FILE).is_file():
+                run = Run.load(folder)
+                if run.status == "finished" and run.history:
+                    found[recipe] = run
+        if not found:
+            raise DataError(f"no finished run of profile {self.job.profile!r}, seed {self.job.seed} in "
+                            f"{self.job.save_folder}; run notebooks 00-03 with the same parameters first, or "
+                            f"name run folders in the parameter run_folders")
+        return found
+
+
+def start_results(namespace: dict[str, Any]) -> Results:
+    """Check notebook 04's parameters (its globals) and return its ``Results``; as ``start``."""
+    one_line_errors()
+    from segkit.plots import show_figures_with_pictures
+
+    show_figures_with_pictures()
+    given = notebook_values(namespace)
+    run_folders = given.pop("run_folders", "")
+    if not isinstance(run_folders, str):
+        raise ConfigError(f"parameter run_folders must be a string of comma-separated folders, got {run_folders!r}")
+    return Results(check_parameters(given, "baseline"), run_folders)
+
+
 def check(question: str, value: float, expected: float, tolerance: float = 0.01) -> bool:
     """A self-check: print whether ``value`` (the learner's) matches ``expected`` (segkit's) within a
     relative ``tolerance``, without showing the expected value.
@@ -258,9 +321,16 @@ def start(namespace: dict[str, Any], recipe: str | Recipe) -> Job:
         ConfigError, DataError: an unknown, ill-typed or impossible parameter, named in the message.
     """
     one_line_errors()
-    given = {name: value for name, value in namespace.items()
-             if not name.startswith("_") and name not in _IPYTHON_NAMES and isinstance(value, _LITERALS)}
-    return check_parameters(given, recipe)
+    from segkit.plots import show_figures_with_pictures
+
+    show_figures_with_pictures()
+    return check_parameters(notebook_values(namespace), recipe)
+
+
+def notebook_values(namespace: dict[str, Any]) -> dict[str, Any]:
+    """The parameter values in a notebook's globals: the literals that are not IPython's own."""
+    return {name: value for name, value in namespace.items()
+            if not name.startswith("_") and name not in _IPYTHON_NAMES and isinstance(value, _LITERALS)}
 
 
 def check_parameters(values: dict[str, Any], recipe: str | Recipe) -> Job:
@@ -387,18 +457,19 @@ def current_python_kernel() -> Iterator[str]:
 
 
 def select_notebooks(only: Sequence[str] | None) -> list[str]:
-    """Notebook names from ``--only`` values: ``03_hot``, ``03_hot.ipynb`` or the recipe, ``hot``."""
+    """Notebook names from ``--only`` values: ``03_hot``, ``03_hot.ipynb``, the recipe ``hot``, or ``results``."""
+    keys = {**NOTEBOOKS, RESULTS_NOTEBOOK: "results"}
     if not only:
-        return list(NOTEBOOKS)
+        return list(keys)
     chosen = []
     for item in only:
         key = Path(item).stem
-        match = next((name for name, recipe in NOTEBOOKS.items() if key in (name, recipe)), None)
+        match = next((name for name, short in keys.items() if key in (name, short)), None)
         if match is None:
-            raise ConfigError(f"unknown notebook {item!r}; choose from {', '.join(NOTEBOOKS)} "
-                              f"(or their recipes)")
+            raise ConfigError(f"unknown notebook {item!r}; choose from {', '.join(keys)} "
+                              f"(or their recipes, or results)")
         chosen.append(match)
-    return [name for name in NOTEBOOKS if name in chosen]
+    return [name for name in keys if name in chosen]
 
 
 def run_all(out: str | Path, only: Sequence[str] | None = None, parameters: dict[str, Any] | None = None,
@@ -422,6 +493,8 @@ def run_all(out: str | Path, only: Sequence[str] | None = None, parameters: dict
     """
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    from segkit.pages import write_page
 
 
     out = Path(out).expanduser()
@@ -454,9 +527,12 @@ def run_all(out: str | Path, only: Sequence[str] | None = None, parameters: dict
                 reason = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
                 error = f"notebook {name}.ipynb stopped: {type(failure).__name__}: {reason}"
             seconds = time.monotonic() - started
-            run_folder = dataclasses.replace(job, recipe=recipes.get(NOTEBOOKS[name])).run_folder()
-            run = Run.load(run_folder) if (run_folder / METRICS_FILE).is_file() else None
-            outcomes.append(Outcome(name, output, seconds, run, error))
+            run = None
+            if name in NOTEBOOKS:
+                run_folder = dataclasses.replace(job, recipe=recipes.get(NOTEBOOKS[name])).run_folder()
+                run = Run.load(run_folder) if (run_folder / METRICS_FILE).is_file() else None
+            page = write_page(output) if output.is_file() else None
+            outcomes.append(Outcome(name, output, seconds, run, error, page))
             status = error or (f"mIoU {run.final.get('miou', math.nan):.2f}" if run else "done")
             print(f"{name}: {seconds:.0f} s, {status}", flush=True)
     page = write_summary(out / "index.html", outcomes)

@@ -26,8 +26,9 @@ class Outcome:
     notebook: str  # e.g. "03_hot"
     output: Path  # the executed notebook
     seconds: float  # wall time of the whole notebook
-    run: Run | None  # the run it trained, when its folder exists
+    run: Run | None  # the run it trained, when its folder exists (None for the results notebook)
     error: str | None = None  # one line, when it failed
+    page: Path | None = None  # the executed notebook as an HTML page (segkit.pages)
 
 
 STYLE = """
@@ -40,15 +41,18 @@ th { background: #f4f4f4; }
 
 
 def notebooks_table(outcomes: Sequence[Outcome], folder: Path) -> str:
-    """HTML rows linking each executed notebook, with its status and wall time."""
+    """HTML rows linking each executed notebook and its page, with its status and wall time."""
     rows = []
     for outcome in outcomes:
         link = html.escape(os.path.relpath(outcome.output, folder))
+        page = (f"<a href='{html.escape(os.path.relpath(outcome.page, folder))}'>{html.escape(outcome.page.name)}</a>"
+                if outcome.page else "")
         status = (f"<span class='failed'>{html.escape(outcome.error)}</span>" if outcome.error
                   else "finished")
-        rows.append(f"<tr><td><a href='{link}'>{html.escape(outcome.output.name)}</a></td><td>{status}</td>"
-                    f"<td>{duration_text(outcome.seconds)}</td></tr>")
-    head = "<tr><th>notebook</th><th>status</th><th>wall time (whole notebook)</th></tr>"
+        rows.append(f"<tr><td>{page}</td><td><a href='{link}'>{html.escape(outcome.output.name)}</a></td>"
+                    f"<td>{status}</td><td>{duration_text(outcome.seconds)}</td></tr>")
+    head = ("<tr><th>page (opens in any browser)</th><th>notebook (JupyterLab)</th><th>status</th>"
+            "<th>wall time (whole notebook)</th></tr>")
     return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
 
 

@@ -151,6 +151,11 @@ class PredictionGallery(w.VBox):
     def render(self) -> None:
         self.view.value = self.predictions.html(self.indices)
 
+    def _repr_mimebundle_(self, **kwargs) -> dict[str, Any]:
+        # JupyterLab draws the widget; where widgets cannot run (GitHub, nbviewer, segkit.pages) the
+        # images shown when the cell ran stand in for it.
+        return {**super()._repr_mimebundle_(**kwargs), "text/html": self.view.value}
+
 
 class TrainPanel(w.VBox):
     """A button that trains the picked recipe with this notebook's job, then shows curves and predictions.
@@ -199,3 +204,8 @@ class RecipeLab(w.VBox):
                                    table=lambda editor: job.recipe_table(editor.recipe))
         self.train = TrainPanel(self.picker, job)
         super().__init__([self.picker, self.train])
+
+    def _repr_mimebundle_(self, **kwargs) -> dict[str, Any]:
+        # Where widgets cannot run, the starting recipe's table stands in for the lab.
+        note = "<p><i>The recipe lab: open this notebook in JupyterLab to edit and train a recipe here.</i></p>"
+        return {**super()._repr_mimebundle_(**kwargs), "text/html": note + self.picker.view.value}

@@ -27,6 +27,7 @@ LAYERS = {
     "algorithms": 4, "engine": 4, "inference": 4,
     # views: figures, tables, pictures, widgets, the summary page
     "plots": 5, "tables": 5, "gallery": 5, "explain": 5, "recipe_editor": 5, "report": 5, "widgets": 5,
+    "pictures": 5, "pages": 5, "results": 5,
     # entry points
     "notebooks": 6, "cli": 6, "__main__": 6, "__init__": 6,
 }
