@@ -10,8 +10,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from segkit.errors import SegkitError, one_line
+from segkit.errors import ConfigError, SegkitError, one_line
 from segkit.spec import DEFAULT_SEED, launcher_command
 
 EXIT_USAGE = 2
@@ -70,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a run's weights")
     evaluate.add_argument("run_folder", help="a run folder (runs/NAME)")
     evaluate.add_argument("--data", default=None, help="data root (default: the run's own)")
+    evaluate.add_argument("--augmented", action="store_true",
+                          help="test-time augmentation: 6 scales (0.5-1.75) and a flip, probabilities averaged")
+    page = commands.add_parser("page", help="an executed notebook as an offline HTML page, pictures added")
+    page.add_argument("notebook", nargs="+", help="executed notebooks (e.g. papermill's output)")
     recipes = commands.add_parser("recipes", help="list the recipes, or show one")
     recipes.add_argument("name", nargs="?", help="a recipe name or .yaml file")
     recipes.add_argument("--yaml", action="store_true", help="print the recipe as YAML (for --recipe FILE)")
@@ -165,6 +170,17 @@ def run_notebooks(args: argparse.Namespace) -> None:
     run_all(args.out, only=args.only, parameters=dict(args.parameter))
 
 
+def run_page(args: argparse.Namespace) -> None:
+    from segkit.pages import add_pictures, write_page
+
+    for notebook in map(Path, args.notebook):
+        if not notebook.is_file() or notebook.suffix != ".ipynb":
+            raise ConfigError(f"{notebook} is not a notebook file (.ipynb); give an executed notebook, "
+                              f"e.g. papermill's output")
+        pictures = add_pictures(notebook)
+        print(f"{write_page(notebook)}: the page of {notebook} ({pictures} picture(s) added to it)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -176,8 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "evaluate":
             from segkit.inference import evaluate
 
-            scores = evaluate(args.run_folder, args.data)
-            print(f"mIoU {scores['miou']:.2f}  pixel accuracy {scores['pixel_accuracy']:.2f}")
+            scores = evaluate(args.run_folder, args.data, augmented=args.augmented)
+            print(f"mIoU {scores['miou']:.2f}  pixel accuracy {scores['pixel_accuracy']:.2f}"
+                  + ("  (multi-scale + flip)" if args.augmented else ""))
+        elif args.command == "page":
+            run_page(args)
         elif args.command == "pretrain":
             run_pretrain(args)
         elif args.command == "recipes":

@@ -265,9 +265,6 @@ class Results:
 def start_results(namespace: dict[str, Any]) -> Results:
     """Check notebook 04's parameters (its globals) and return its ``Results``; as ``start``."""
     one_line_errors()
-    from segkit.plots import show_figures_with_pictures
-
-    show_figures_with_pictures()
     given = notebook_values(namespace)
     run_folders = given.pop("run_folders", "")
     if not isinstance(run_folders, str):
@@ -321,9 +318,6 @@ def start(namespace: dict[str, Any], recipe: str | Recipe) -> Job:
         ConfigError, DataError: an unknown, ill-typed or impossible parameter, named in the message.
     """
     one_line_errors()
-    from segkit.plots import show_figures_with_pictures
-
-    show_figures_with_pictures()
     return check_parameters(notebook_values(namespace), recipe)
 
 
@@ -494,7 +488,7 @@ def run_all(out: str | Path, only: Sequence[str] | None = None, parameters: dict
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-    from segkit.pages import write_page
+    from segkit.pages import add_pictures, write_page
 
 
     out = Path(out).expanduser()
@@ -531,7 +525,10 @@ def run_all(out: str | Path, only: Sequence[str] | None = None, parameters: dict
             if name in NOTEBOOKS:
                 run_folder = dataclasses.replace(job, recipe=recipes.get(NOTEBOOKS[name])).run_folder()
                 run = Run.load(run_folder) if (run_folder / METRICS_FILE).is_file() else None
-            page = write_page(output) if output.is_file() else None
+            page = None
+            if output.is_file():
+                add_pictures(output)
+                page = write_page(output)
             outcomes.append(Outcome(name, output, seconds, run, error, page))
             status = error or (f"mIoU {run.final.get('miou', math.nan):.2f}" if run else "done")
             print(f"{name}: {seconds:.0f} s, {status}", flush=True)

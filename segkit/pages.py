@@ -1,4 +1,12 @@
-"""Executed notebooks as web pages that a browser opens offline: to project, to hand out, to keep.
+"""Executed notebooks made readable without Jupyter: a picture beside each figure, and web pages.
+
+``add_pictures`` gives every plotly figure of an executed notebook an ``image/png`` drawn by
+``segkit.pictures``, so that GitHub and nbviewer show an image where they cannot draw plotly JSON
+(JupyterLab shows the image until the pointer enters it, then draws the interactive figure).
+It is done after execution, not in the kernel, so that a live JupyterLab session draws its figures
+interactively at once.
+
+Web pages, to project, to hand out, to keep, that a browser opens offline:
 
 A browser cannot show an ``.ipynb``, and nbconvert's HTML leaves plotly figures as a line of text
 and widgets as scripts that load from a CDN. ``write_page`` converts an executed notebook with
@@ -12,6 +20,7 @@ nbconvert after three changes to a copy of it:
 
 from __future__ import annotations
 
+import base64
 import copy
 import html
 import json
@@ -20,15 +29,37 @@ from pathlib import Path
 
 import nbformat
 
-from segkit.plots import PLOTLY_MIME, PNG_MIME
+from segkit import pictures
+from segkit.plots import PLOTLY_MIME
 from segkit.runs import atomic_write
 
 #: plotly.js, shared by the pages of one folder.
 PLOTLY_FILE = "plotly.min.js"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+PNG_MIME = "image/png"
 #: What a page shows for a widget that has no static fallback.
 INTERACTIVE_ONLY = ("<p class='segkit-widget'><i>An interactive widget: open the notebook in JupyterLab to use "
                     "it.</i></p>")
+
+
+def add_pictures(notebook: str | Path) -> int:
+    """Give each plotly figure of ``notebook`` (a file, rewritten in place) a PNG of itself; return how many.
+
+    Figures that already have one (JupyterLab's plotly extension stores its own) are left as they are.
+    """
+    notebook = Path(notebook)
+    book = nbformat.read(notebook, as_version=4)
+    added = 0
+    for cell in book.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if PLOTLY_MIME in data and PNG_MIME not in data:
+                data[PNG_MIME] = base64.b64encode(pictures.png(data[PLOTLY_MIME])).decode()
+                added += 1
+    if added:
+        text = nbformat.writes(book).encode()
+        atomic_write(notebook, lambda file: file.write(text))
+    return added
 
 
 def plot_html(figure: dict, element_id: str) -> str:

@@ -16,7 +16,6 @@ from the run's ``metrics.json``, is displayed as a plain plotly output that stay
 
 from __future__ import annotations
 
-import base64
 import copy
 import math
 import time
@@ -24,53 +23,25 @@ from collections.abc import Sequence
 from typing import Any
 
 import plotly.graph_objects as go
-import plotly.io as pio
 from plotly.subplots import make_subplots
 
-from segkit import pictures, recipes
+from segkit import recipes
 from segkit.runs import Run, history_series
 
 #: One colour per named recipe, in the order of ``segkit.recipes.RECIPES``, the same in every figure.
 RECIPE_COLORS = dict(zip(recipes.RECIPES, ("#636efa", "#00a86b", "#ff9f1c", "#e63946"), strict=True))
 OTHER_COLOR = "#8e44ad"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
-PNG_MIME = "image/png"
 
 
 def recipe_color(name: str) -> str:
     return RECIPE_COLORS.get(name, OTHER_COLOR)
 
 
-def mimebundle(figure: go.Figure | dict[str, Any], text: str, picture: bool = False) -> dict[str, Any]:
-    """A raw display bundle: the figure as plotly JSON, and a line of text for other viewers.
-
-    With ``picture``, also the figure drawn as a PNG (``segkit.pictures``), which GitHub, nbviewer and
-    nbconvert show where they cannot draw plotly JSON.
-    """
+def mimebundle(figure: go.Figure | dict[str, Any], text: str) -> dict[str, Any]:
+    """A raw display bundle: the figure as plotly JSON, and a line of text for other viewers."""
     data = figure.to_plotly_json() if isinstance(figure, go.Figure) else figure
-    bundle = {PLOTLY_MIME: {"data": data["data"], "layout": data["layout"]}, "text/plain": text}
-    if picture:
-        bundle[PNG_MIME] = base64.b64encode(pictures.png(data)).decode()
-    return bundle
-
-
-class PictureRenderer(pio.base_renderers.PlotlyRenderer):
-    """plotly's renderer for the plotly mimetype, plus a PNG of the figure drawn by ``segkit.pictures``."""
-
-    def to_mimebundle(self, fig_dict: dict[str, Any]) -> dict[str, Any]:
-        bundle = super().to_mimebundle(fig_dict)
-        bundle[PNG_MIME] = base64.b64encode(pictures.png(bundle[PLOTLY_MIME])).decode()
-        return bundle
-
-
-def show_figures_with_pictures() -> None:
-    """Make every plotly figure displayed from now on carry its PNG (``PictureRenderer``).
-
-    JupyterLab and VS Code still draw the interactive figure; an executed notebook read on GitHub or
-    nbviewer shows the picture instead of a line of text.
-    """
-    pio.renderers["segkit"] = PictureRenderer()
-    pio.renderers.default = "segkit"
+    return {PLOTLY_MIME: {"data": data["data"], "layout": data["layout"]}, "text/plain": text}
 
 
 def comparison_figure(runs: Sequence[Run], title: str = "mIoU of each run", by_recipe: bool = False) -> go.Figure:
@@ -239,5 +210,5 @@ class LiveCurves:
         miou = run.final.get("miou", math.nan)
         count = len(run.history)
         display(mimebundle(final, f"training curves of {run.name}: {count} evaluation{'s' * (count != 1)}, "
-                                  f"final mIoU {miou:.2f}", picture=True), raw=True)
+                                  f"final mIoU {miou:.2f}"), raw=True)
         return final

@@ -3,8 +3,10 @@
 A recipe says *what* training does (algorithms, schedule, relative duration); a profile says on
 what and at which size: image size, backbone, batch, precision, and ``epoch_scale``, the one
 number by which ``segkit.recipes.scale`` shrinks every recipe's duration. ``a100`` is the
-reference job (epoch_scale 1); ``cpu`` is the laptop regime (docs/laptop-regime.md); ``scratch`` is
-the first release's laptop regime, trained from scratch; ``tiny`` is for tests and smoke runs.
+reference job (epoch_scale 1); ``gpu`` is the reference model and data on one GPU, its schedule
+derived from a step's FLOPs and an assumed speed so that the baseline takes about an hour
+(``gpu_epoch_scale``); ``cpu`` is the laptop regime (docs/laptop-regime.md); ``scratch`` is the
+first release's laptop regime, trained from scratch; ``tiny`` is for tests and smoke runs.
 """
 
 from __future__ import annotations
@@ -37,6 +39,36 @@ class Profile:
     sam_rho_scale: float  # SAM's rho multiplier: this model's weight norm at init over the reference model's
 
 
+#: FLOPs to train on one image of the reference model (DeepLabV3+ ResNet-101, output stride 8, 512x512,
+#: 150 classes): its forward is 507.2 GFLOP (torch.utils.flop_counter; tests/test_gpu_check.py counts
+#: it again), and the backward about twice that (gradients of inputs and of weights), 1.52 TFLOP in all.
+REFERENCE_TRAIN_FLOPS_PER_IMAGE = 3 * 507.2e9
+#: Sustained training speed assumed for one GPU under AMP, FLOP/s: what the reference job achieved per
+#: A100. Its baseline trained 128 epochs of 20,096 images in 3.5 h on 8 GPUs (evaluations included):
+#: 204 images/s, 25.5 per GPU, x 1.52 TFLOP = 38.8 TFLOP/s (12% of the A100's 312 TFLOP/s peak),
+#: rounded to 40. An H100 is faster: bench/gpu_check.py measures it and prints the epoch_scale it gives.
+GPU_THROUGHPUT_ASSUMPTION = 40e12
+#: The time the gpu profile gives the baseline recipe.
+GPU_BASELINE_SECONDS = 3600
+#: Images the reference baseline trains on: 128 epochs of ADE20k's 20,210 training images.
+REFERENCE_BASELINE_IMAGES = 128 * 20_210
+
+
+def gpu_epoch_scale(flops_per_second: float = GPU_THROUGHPUT_ASSUMPTION) -> float:
+    """The epoch_scale at which the baseline trains ``GPU_BASELINE_SECONDS`` on one GPU that sustains
+    ``flops_per_second``: the images it trains in that time over the reference baseline's images.
+
+    At the assumed 40 TFLOP/s: 3,600 s x 40 TFLOP/s / 1.52 TFLOP = 94,600 images, over 128 x 20,210:
+    0.0366, so the baseline's 128 epochs become 5 (1.07 h) and hot's 240 become 9.
+
+    Example:
+        >>> round(gpu_epoch_scale(), 4)
+        0.0366
+    """
+    images = GPU_BASELINE_SECONDS * flops_per_second / REFERENCE_TRAIN_FLOPS_PER_IMAGE
+    return images / REFERENCE_BASELINE_IMAGES
+
+
 PROFILES = {
     # The reference job: MosaicML's DeepLabV3+ on ADE20k, 8xA100 (also runs on fewer GPUs with the
     # same global batch, split over them).
@@ -45,6 +77,17 @@ PROFILES = {
         weights="imagenet", global_batch_size=128, microbatch_size="auto", precision="amp_fp16",
         epoch_scale=1.0, default_data=None, scenes_train_images=20210, scenes_val_images=2000,
         num_workers=8, sync_batchnorm=True, device="gpu", sam_rho_scale=1.0,
+    ),
+    # One GPU (a workshop's JupyterHub, a lent H100): the reference model, data and batch, the baseline in
+    # about an hour. The batch stays 128 so that lr 0.08 and the step-counted EMA and SAM mean what they
+    # do in the reference; a step then costs 128 x 1.52 TFLOP = 195 TFLOP, 4.9 s at the assumed
+    # 40 TFLOP/s, about 740 steps an hour, in microbatches that fit ("auto"). epoch_scale: gpu_epoch_scale().
+    # amp_fp16 as the reference: the published numbers, and GPUs without bf16 (T4, V100) run it too.
+    "gpu": Profile(
+        name="gpu", image_size=512, backbone="resnet101", output_stride=8, head_channels=512,
+        weights="imagenet", global_batch_size=128, microbatch_size="auto", precision="amp_fp16",
+        epoch_scale=gpu_epoch_scale(), default_data=None, scenes_train_images=20210, scenes_val_images=2000,
+        num_workers=8, sync_batchnorm=False, device="gpu", sam_rho_scale=1.0,
     ),
     # A laptop: 2 CPU cores train the baseline in about 1.5 minutes on the built-in scenes, from a backbone
     # pretrained on other scenes (segkit pretrain, the laptop's ImageNet). Chosen from 16 candidate regimes

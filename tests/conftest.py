@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,10 +63,13 @@ def scenes_root(tmp_path_factory) -> Path:
 
 
 def skip_or_fail(reason: str) -> None:
-    """Skip a test whose tool is missing, except where CI asked for every tool (``SEGKIT_REQUIRE_TOOLS=1``,
-    set by ``.ci/run`` on machines that can install them): there a missing tool fails the test."""
+    """Skip a test whose tool is missing, except where the tools must be there: when CI asked for every
+    tool (``SEGKIT_REQUIRE_TOOLS=1``, set by ``.ci/run`` once it installed them), or on CI (``CI=true``)
+    on a machine with apt, which can install them. There a missing tool fails the test."""
     if os.environ.get("SEGKIT_REQUIRE_TOOLS") == "1":
         pytest.fail(f"{reason}; SEGKIT_REQUIRE_TOOLS=1 forbids skipping it")
+    if os.environ.get("CI") == "true" and shutil.which("apt-get"):
+        pytest.fail(f"{reason}; on CI with apt this must be installed (see .ci/run), not skipped")
     pytest.skip(reason)
 
 
