@@ -6,7 +6,7 @@ The public API, by the box of a run it belongs to:
 - model: ``deeplabv3plus``
 - loss: ``SegmentationLoss`` (0.375 CE + 1.125 Dice)
 - recipes: ``segkit.recipes`` (``baseline``, ``mild``, ``medium``, ``hot``, ``scale``), ``Recipe``
-- profiles: ``get_profile`` (``cpu``, ``a100``, ``tiny``)
+- profiles: ``get_profile`` (``cpu``, ``scratch``, ``gpu``, ``a100``, ``tiny``)
 - a run: ``RunSpec``/``run_spec`` (recipe, profile, data, seed, duration, weights), ``train`` (the engine)
 - inference: ``evaluate``, ``load_model``
 - runs: ``Run`` (a run folder as data), ``find_runs``

@@ -40,7 +40,8 @@ def add_train_command(commands) -> None:
     parser.add_argument("--recipe", default="baseline", help="baseline, mild, medium, hot, or a .yaml file")
     parser.add_argument("--data", default=None,
                         help="'scenes' (built-in, the cpu default) or a folder with images/ and annotations/")
-    parser.add_argument("--profile", default="cpu", help="cpu (default), a100 (the reference job) or tiny")
+    parser.add_argument("--profile", default="cpu",
+                        help="cpu (default), scratch, gpu (one GPU, ADE20k), a100 (the reference job) or tiny")
     parser.add_argument("--run-name", default=None, help="run folder name (default RECIPE-PROFILE-seedSEED)")
     parser.add_argument("--save-folder", default="runs", help="where run folders go (default runs)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,

@@ -285,7 +285,8 @@ def train(
             file, or a ``Recipe`` at the reference scale.
         data: ``"scenes"`` (the built-in set) or the folder holding ``images/`` and ``annotations/``;
             None: the profile's default.
-        profile: ``"cpu"`` (default), ``"scratch"``, ``"a100"`` (the reference job), ``"tiny"`` or a ``Profile``.
+        profile: ``"cpu"`` (default), ``"scratch"``, ``"gpu"`` (one GPU), ``"a100"`` (the reference job),
+            ``"tiny"`` or a ``Profile``.
         run_name: folder name under ``save_folder``; defaults to ``RunSpec.run_name``.
             Running again with the same name resumes from the last checkpoint.
         save_folder: where run folders go.

@@ -40,7 +40,7 @@ class RunSpec:
     """
 
     recipe: Recipe  # at the reference scale; scale() maps it onto the profile
-    profile: Profile  # how big: cpu, scratch, a100, tiny or a custom one
+    profile: Profile  # how big: cpu, scratch, gpu, a100, tiny or a custom one
     data: str = "scenes"  # "scenes" (the built-in set) or the folder holding images/ and annotations/
     seed: int = DEFAULT_SEED  # seeds model init, data order, augmentation and algorithms
     duration: str | None = None  # overrides the scaled recipe's length: "2ba" or "10ep"

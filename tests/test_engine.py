@@ -86,7 +86,7 @@ def test_run_is_readable_as_data(tmp_path, scenes_root):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"profile": "gpu"}, r"unknown profile 'gpu'; choose one of a100, cpu, scratch, tiny"),
+    ({"profile": "tpu"}, r"unknown profile 'tpu'; choose one of a100, gpu, cpu, scratch, tiny"),
     ({"recipe": "spicy"}, r"unknown recipe 'spicy'"),
     ({"duration": "ten"}, r"duration 'ten' must be a positive number of batches or epochs"),
     ({"duration": "0ep"}, r"duration '0ep' must be"),

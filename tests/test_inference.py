@@ -7,7 +7,7 @@ import torch
 
 from segkit.engine import train
 from segkit.errors import ConfigError
-from segkit.inference import evaluate, load_model, predict
+from segkit.inference import evaluate, load_model, predict, predict_augmented
 from tests.conftest import run_segkit
 
 
@@ -46,3 +46,45 @@ def test_segkit_evaluate_prints_the_scores(finished_run):
 def test_data_with_other_classes_is_refused(finished_run, ade_root):
     with pytest.raises(ConfigError, match="has 150 classes; the run was trained on 16"):
         evaluate(finished_run.folder, data=ade_root)
+
+
+class PerPixel(torch.nn.Module):
+    """A 1x1 convolution: each pixel's logits depend on that pixel alone, so its prediction commutes
+    with flipping the image, and with resizing a picture made of large flat blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 5, 1)
+        generator = torch.Generator().manual_seed(0)
+        torch.nn.init.normal_(self.conv.weight, generator=generator)
+        torch.nn.init.normal_(self.conv.bias, generator=generator)
+
+    def forward(self, images):
+        return self.conv(images)
+
+
+def test_augmented_prediction_undoes_the_flip():
+    images = torch.randint(0, 256, (2, 3, 24, 40), dtype=torch.uint8)  # no symmetry to hide a missed flip
+    plain = predict(PerPixel(), images)
+    assert torch.equal(predict_augmented(PerPixel(), images, scales=(1.0,), flip=True), plain)
+    assert torch.equal(predict_augmented(PerPixel(), images, scales=(1.0,), flip=False), plain)
+
+
+def test_augmented_prediction_resizes_each_scale_back():
+    blocks = torch.randint(0, 256, (1, 3, 4, 6), dtype=torch.uint8)
+    images = blocks.repeat_interleave(16, 2).repeat_interleave(16, 3)  # (1, 3, 64, 96): 16-pixel flat blocks
+    plain = predict(PerPixel(), images)
+    augmented = predict_augmented(PerPixel(), images, scales=(0.5, 1.75), flip=True)
+    assert augmented.shape == plain.shape == (1, 64, 96)
+    assert (augmented == plain).float().mean() > 0.9  # only the block edges may differ
+
+
+def test_evaluate_with_test_time_augmentation(finished_run):
+    single = evaluate(finished_run.folder)
+    augmented = evaluate(finished_run.folder, augmented=True)
+    for scores in (single, augmented):
+        per_class = torch.tensor(scores["iou_per_class"])
+        assert len(per_class) == 16 and scores["miou"] == pytest.approx(float(per_class.nanmean()))
+    assert augmented["miou"] != single["miou"]
+    done = run_segkit("evaluate", str(finished_run.folder), "--augmented")
+    assert done.returncode == 0 and f"mIoU {augmented['miou']:.2f}" in done.stdout, done.stderr

@@ -4,6 +4,7 @@ the parameters cell, one-line errors, no committed outputs, ruff-clean code, and
 from __future__ import annotations
 
 import ast
+import base64
 import dataclasses
 import os
 import re
@@ -18,7 +19,7 @@ import pytest
 
 from segkit import notebooks, recipes
 from segkit.errors import ConfigError, DataError, SegkitError
-from segkit.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, Job, check_parameters, run_all
+from segkit.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK, Job, check_parameters, run_all
 from segkit.plots import PLOTLY_MIME
 from segkit.runs import Run
 from tests.conftest import REPO
@@ -98,16 +99,54 @@ def test_notebook_trains_and_keeps_its_curves(main_job, name):
 
 def test_main_job_writes_a_summary_page(main_job):
     out, outcomes = main_job
-    assert [o.notebook for o in outcomes] == list(NOTEBOOKS)
+    assert [o.notebook for o in outcomes] == [*NOTEBOOKS, RESULTS_NOTEBOOK]
     page = (out / "index.html").read_text()
-    for name in NOTEBOOKS:
-        assert f"href='{name}.ipynb'" in page
+    for name in [*NOTEBOOKS, RESULTS_NOTEBOOK]:
+        assert f"href='{name}.ipynb'" in page and f"href='{name}.html'" in page
     assert "hot-tiny-seed17-2ba" in page and "49.91" in page  # a run, and its published mIoU
     assert not re.findall(r"<script[^>]*\bsrc=", page) and "Plotly.newPlot" in page  # plotly.js inline
 
 
+def test_main_job_pages_and_pictures(main_job):
+    """Each executed notebook carries a PNG beside each plotly figure, and has an offline page."""
+    out, outcomes = main_job
+    assert (out / "plotly.min.js").stat().st_size > 1_000_000  # shared by the pages
+    for outcome in outcomes:
+        book = nbformat.read(outcome.output, as_version=4)
+        figures = [o["data"] for cell in code_cells(book) for o in cell.outputs if PLOTLY_MIME in o.get("data", {})]
+        assert figures and all(base64.b64decode(f["image/png"]).startswith(b"\x89PNG") for f in figures)
+        page = outcome.page.read_text()
+        assert outcome.page == out / f"{outcome.notebook}.html"
+        assert page.count("Plotly.newPlot(") == len(figures) and "<script src='plotly.min.js'" in page
+        assert not re.findall(r"<script[^>]*\bsrc=[\"']https?:", page)  # nothing from the network
+
+
+def test_results_notebook_compares_the_four_runs(main_job):
+    out, outcomes = main_job
+    outcome = next(o for o in outcomes if o.notebook == RESULTS_NOTEBOOK)
+    assert outcome.error is None and outcome.run is None
+    book = nbformat.read(outcome.output, as_version=4)
+    listed = cell_with(book, "print(results.passes_note(runs))").outputs[0]["text"]
+    assert all(f"{recipe}: {recipe}-tiny-seed17-2ba" in listed for recipe in NOTEBOOKS.values())
+    figure = cell_with(book, "results.time_figure(runs)").outputs[0]["data"][PLOTLY_MIME]
+    assert {trace["name"] for trace in figure["data"]} >= {"hot, published (8xA100)", "baseline, this run "
+                                                          "(baseline-tiny-seed17-2ba)"}
+    claims = cell_with(book, "results.claims_table(runs)").outputs[0]["data"]["text/html"]
+    assert "5.40x" in claims and "+4.58" in claims
+    augmented = cell_with(book, "augmented = results.evaluations").outputs[0]["data"]["text/html"]
+    assert "multi-scale + flip" in augmented and augmented.count("<tr>") == 1 + 4
+
+
+def test_results_notebook_names_a_missing_run_folder(tmp_path, kernel_env):
+    output = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        papermill.execute_notebook(NOTEBOOKS_DIR / f"{RESULTS_NOTEBOOK}.ipynb", output, progress_bar=False,
+                                   parameters={"profile": "tiny", "run_folders": str(tmp_path / "nowhere")})
+    assert failure.value.ename == "DataError" and "nowhere is not a run folder" in failure.value.evalue
+
+
 def test_committed_notebooks_have_no_outputs_and_one_parameters_cell():
-    for name, recipe in NOTEBOOKS.items():
+    for name, recipe in {**NOTEBOOKS, RESULTS_NOTEBOOK: None}.items():
         book = nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
         nbformat.validate(book)
         assert book.metadata.kernelspec.name == "python3"
@@ -122,9 +161,13 @@ def test_committed_notebooks_have_no_outputs_and_one_parameters_cell():
         for node in ast.parse(tagged[0].source).body:
             assert isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant), name
             values[node.target.id] = node.value.value
-        assert values == notebooks.PARAMETERS, name
         # The next code cell checks them.
-        assert f'notebooks.start(globals(), recipe="{recipe}")' in cells[1].source
+        if recipe is None:  # notebook 04 takes the same parameters, and the runs to compare
+            assert values == {**notebooks.PARAMETERS, "run_folders": ""}, name
+            assert "notebooks.start_results(globals())" in cells[1].source
+        else:
+            assert values == notebooks.PARAMETERS, name
+            assert f'notebooks.start(globals(), recipe="{recipe}")' in cells[1].source
 
 
 def test_ruff_passes_on_the_code_and_the_notebooks():
@@ -191,7 +234,7 @@ def test_a_failed_notebook_is_named_with_its_cell_and_the_others_stay(tmp_path, 
 
 
 @pytest.mark.parametrize("values,error,message", [
-    ({"profile": "gpu"}, ConfigError, "unknown profile 'gpu'"),
+    ({"profile": "tpu"}, ConfigError, "unknown profile 'tpu'"),
     ({"gpus": 2}, ConfigError, "parameter gpus is 2, but profile 'cpu' trains on the CPU"),
     ({"gpus": 0}, ConfigError, "parameter gpus must be at least 1"),
     ({"seed": True}, ConfigError, r"parameter seed must be an integer, got True \(bool\)"),

@@ -6,12 +6,22 @@ import dataclasses
 
 import pytest
 
+from segkit import recipes
 from segkit.errors import ConfigError
-from segkit.profiles import PROFILES, check_profile, get_profile
+from segkit.profiles import (
+    GPU_BASELINE_SECONDS,
+    GPU_THROUGHPUT_ASSUMPTION,
+    PROFILES,
+    REFERENCE_BASELINE_IMAGES,
+    REFERENCE_TRAIN_FLOPS_PER_IMAGE,
+    check_profile,
+    get_profile,
+    gpu_epoch_scale,
+)
 
 
 def test_named_profiles_pass_their_own_checks():
-    assert list(PROFILES) == ["a100", "cpu", "scratch", "tiny"]
+    assert list(PROFILES) == ["a100", "gpu", "cpu", "scratch", "tiny"]
     for profile in PROFILES.values():
         assert check_profile(profile) is profile
     assert get_profile("cpu").weights == "scenes" and get_profile("scratch").weights is None
@@ -34,5 +44,30 @@ def test_a_custom_profile_is_checked_field_by_field(change, message):
 
 
 def test_unknown_profile_names_the_valid_ones():
-    with pytest.raises(ConfigError, match="unknown profile 'laptop'; choose one of a100, cpu, scratch, tiny"):
+    with pytest.raises(ConfigError, match="unknown profile 'laptop'; choose one of a100, gpu, cpu, scratch, tiny"):
         get_profile("laptop")
+
+
+def test_the_gpu_profile_is_the_reference_job_on_one_gpu():
+    reference, gpu = get_profile("a100"), get_profile("gpu")
+    same = ("image_size", "backbone", "output_stride", "head_channels", "weights", "global_batch_size",
+            "microbatch_size", "precision", "default_data", "device", "sam_rho_scale")
+    assert {f: getattr(gpu, f) for f in same} == {f: getattr(reference, f) for f in same}
+    assert gpu.default_data is None and not gpu.sync_batchnorm  # real ADE20k must be given; one GPU, no sync
+
+
+def test_the_gpu_profiles_epoch_scale_follows_from_its_derivation():
+    """Images in an hour at the assumed speed, over the reference baseline's 128 x 20,210 images."""
+    assert REFERENCE_TRAIN_FLOPS_PER_IMAGE == 3 * 507.2e9  # ResNet-101 OS8 at 512x512: forward, backward 2x
+    assert GPU_THROUGHPUT_ASSUMPTION == 40e12 and GPU_BASELINE_SECONDS == 3600
+    assert REFERENCE_BASELINE_IMAGES == 128 * 20_210
+    images_per_hour = GPU_BASELINE_SECONDS * GPU_THROUGHPUT_ASSUMPTION / REFERENCE_TRAIN_FLOPS_PER_IMAGE
+    assert images_per_hour == pytest.approx(94_637, abs=1)
+    assert get_profile("gpu").epoch_scale == images_per_hour / REFERENCE_BASELINE_IMAGES == gpu_epoch_scale()
+    assert gpu_epoch_scale(2 * GPU_THROUGHPUT_ASSUMPTION) == pytest.approx(2 * gpu_epoch_scale())
+
+
+def test_the_gpu_profiles_baseline_takes_about_an_hour_at_the_assumed_speed():
+    epochs = recipes.scale(recipes.baseline(), "gpu").epochs
+    hours = epochs * 20_210 * REFERENCE_TRAIN_FLOPS_PER_IMAGE / GPU_THROUGHPUT_ASSUMPTION / 3600
+    assert epochs == 5 and 0.9 < hours < 1.2

@@ -173,8 +173,8 @@ def test_grayscale_rgba_and_16bit_images_train(scenes_root, tmp_path):
 
 CONFIG_CASES = {
     "unknown recipe": ({"recipe": "spicy"}, ConfigError, r"unknown recipe 'spicy'; choose one of baseline"),
-    "unknown profile": ({"profile": "gpu"}, ConfigError,
-                        r"unknown profile 'gpu'; choose one of a100, cpu, scratch, tiny"),
+    "unknown profile": ({"profile": "tpu"}, ConfigError,
+                        r"unknown profile 'tpu'; choose one of a100, gpu, cpu, scratch, tiny"),
     "bad seed": ({"seed": "seven"}, ConfigError, r"seed must be an integer"),
     "bad duration": ({"duration": "0ba"}, ConfigError, r"duration '0ba' must be a positive number"),
     "bad run name": ({"run_name": "a b"}, ConfigError, r"run name 'a b' must be"),

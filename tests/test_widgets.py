@@ -106,3 +106,14 @@ def test_prediction_gallery_follows_its_sliders(trained_lab):
     gallery.count.value = 1
     gallery.first.value = 0
     assert gallery.view.value.count("data:image/png;base64,") == 3 + 0  # image, truth, prediction
+
+
+def test_gallery_and_lab_leave_a_static_view_where_widgets_cannot_run(trained_lab):
+    gallery = PredictionGallery(trained_lab.train.result.folder, count=2)
+    bundle = gallery._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # JupyterLab draws the widget
+    assert bundle["text/html"] == gallery.view.value and "data:image/png;base64," in bundle["text/html"]
+    gallery.first.value = 2
+    assert gallery._repr_mimebundle_()["text/html"] == gallery.view.value  # what is shown now
+    lab_view = trained_lab._repr_mimebundle_()["text/html"]
+    assert "open this notebook in JupyterLab" in lab_view and "<table" in lab_view
