@@ -83,6 +83,15 @@ MUTANTS = [
     Mutant("raw-weight evaluation disturbs the run's randomness", "segkit/engine.py",
            "    with torch.random.fork_rng(devices=[]):\n", "    if True:\n",
            ("tests/test_engine.py::test_raw_weights_are_evaluated_beside_the_ema",)),
+    Mutant("test-time augmentation does not flip back", "segkit/inference.py",
+           "                probabilities = probabilities.flip(-1)", "                pass",
+           ("tests/test_inference.py::test_augmented_prediction_undoes_the_flip",)),
+    Mutant("pictures drawn without their colours", "segkit/pictures.py",
+           "    if isinstance(value, str):\n        found", "    if False:\n        found",
+           ("tests/test_pictures.py",)),
+    Mutant("pages keep plotly's JSON as text", "segkit/pages.py",
+           "            if PLOTLY_MIME in data:\n                count += 1", "            if False:\n                count += 1",
+           ("tests/test_pages.py",)),
 ]
 
 
