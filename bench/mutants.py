@@ -90,7 +90,8 @@ MUTANTS = [
            "    if isinstance(value, str):\n        found", "    if False:\n        found",
            ("tests/test_pictures.py",)),
     Mutant("pages keep plotly's JSON as text", "segkit/pages.py",
-           "            if PLOTLY_MIME in data:\n                count += 1", "            if False:\n                count += 1",
+           "            if PLOTLY_MIME in data:\n                count += 1",
+           "            if False:\n                count += 1",
            ("tests/test_pages.py",)),
 ]
 

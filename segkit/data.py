@@ -123,6 +123,8 @@ class ADE20k(Dataset):
         split: ``"training"`` or ``"validation"``.
         transform: a paired transform taking ``(tv_tensors.Image, tv_tensors.Mask)``, such as
             ``segkit.transforms.train_transform(512)``; ``None`` gives the full-size pair.
+        keep_decoded: keep each pair in memory once decoded (the transform gets a copy, so the items
+            are the same); for small sets such as the built-in scenes (docs/benchmarks.md).
 
     Shape:
         - image: ``(3, H, W)`` uint8.
@@ -138,8 +140,9 @@ class ADE20k(Dataset):
     """
 
     def __init__(self, root: str | Path, split: str = "training",
-                 transform: Callable | None = None):
+                 transform: Callable | None = None, keep_decoded: bool = False):
         self.root = Path(root)
+        self.decoded: dict[int, tuple[tv_tensors.Image, tv_tensors.Mask]] | None = {} if keep_decoded else None
         self.split = split
         self.pairs = find_pairs(self.root, split)
         names = read_class_names(self.root)
@@ -157,6 +160,15 @@ class ADE20k(Dataset):
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         """The raw pair: uint8 image ``(3, H, W)`` and uint8 mask ``(H, W)`` with ADE labels."""
+        if self.decoded is None:
+            return self.read(index)
+        if index not in self.decoded:
+            self.decoded[index] = self.read(index)
+        image, mask = self.decoded[index]
+        return image.clone(), mask.clone()  # a transform may work in place: the kept pair stays as read
+
+    def read(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        """Decode pair ``index`` from its files."""
         image_path, label_path = self.pairs[index]
         image = read_image(image_path)
         labels = read_annotation(label_path, self.num_classes)

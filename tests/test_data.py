@@ -187,3 +187,21 @@ def test_ade20k_names_and_palette_without_object_info(ade_root):
     assert (names[0], names[2], names[12], names[149]) == ("wall", "sky", "person", "flag")
     assert len(ADE20K_PALETTE) == 150 and palette(names).shape == (150, 3)
     assert names == ADE20K_CLASSES and palette(names)[0].tolist() == [120, 120, 120]
+
+
+def test_kept_decoded_pairs_give_the_same_items(scenes_root):
+    """Keeping decoded pairs in memory changes speed only: the same augmented items, epoch after epoch,
+    and the kept pair is never altered by the transform."""
+    fresh = ADE20k(scenes_root, "training", train_transform(48))
+    kept = ADE20k(scenes_root, "training", train_transform(48), keep_decoded=True)
+    for _ in range(2):  # the second epoch reads from memory
+        for index in range(len(fresh)):
+            torch.manual_seed(index)
+            image, mask = fresh[index]
+            torch.manual_seed(index)
+            kept_image, kept_mask = kept[index]
+            assert torch.equal(image, kept_image) and torch.equal(mask, kept_mask)
+    assert len(kept.decoded) == len(kept)
+    for index, (image, mask) in kept.decoded.items():
+        read_image, read_mask = kept.read(index)
+        assert torch.equal(image, read_image) and torch.equal(mask, read_mask)
