@@ -6,16 +6,16 @@
 It is done after execution, not in the kernel, so that a live JupyterLab session draws its figures
 interactively at once.
 
-Web pages, to project, to hand out, to keep, that a browser opens offline:
-
-A browser cannot show an ``.ipynb``, and nbconvert's HTML leaves plotly figures as a line of text
-and widgets as scripts that load from a CDN. ``write_page`` converts an executed notebook with
-nbconvert after three changes to a copy of it:
+``write_page`` makes a web page that a browser opens offline, to project, to hand out, to keep. A
+browser cannot show an ``.ipynb``, and nbconvert's HTML leaves plotly figures as a line of text and
+widgets as scripts that load from a CDN, so the page is nbconvert's after three changes to a copy of
+the notebook:
     - each plotly figure becomes a ``<div>`` drawn by ``Plotly.newPlot`` from its own data, with
       plotly.js shared by all pages from one file beside them (``plotly.min.js``);
     - each widget shows its static fallback (a gallery's images, a table) where it has one, and a
       line saying it is interactive in JupyterLab where it has none;
-    - the widget state is left out, so that no script is fetched from the network.
+    - the widget state is left out, so that no script is fetched from the network (and the
+      template's require.js and MathJax, which the notebooks do not use, are dropped).
 """
 
 from __future__ import annotations
