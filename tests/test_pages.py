@@ -11,6 +11,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_outp
 
 from segkit import pages
 from segkit.plots import PLOTLY_MIME, mimebundle
+from tests.conftest import run_segkit
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
@@ -64,3 +65,15 @@ def test_add_pictures_gives_each_figure_a_png_once(tmp_path):
     figure = nbformat.read(notebook, as_version=4).cells[1].outputs[0]["data"]
     assert base64.b64decode(figure["image/png"]).startswith(b"\x89PNG") and PLOTLY_MIME in figure
     assert pages.add_pictures(notebook) == 0  # already there: left as it is
+
+
+def test_segkit_page_adds_pictures_and_writes_the_page(tmp_path):
+    notebook = tmp_path / "out.ipynb"
+    nbformat.write(executed_notebook(), notebook)
+    done = run_segkit("page", str(notebook))
+    assert done.returncode == 0, done.stderr
+    assert f"{tmp_path / 'out.html'}: the page of {notebook} (1 picture(s) added to it)" in done.stdout
+    assert "image/png" in nbformat.read(notebook, as_version=4).cells[1].outputs[0]["data"]
+    missing = run_segkit("page", str(tmp_path / "none.ipynb"))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "none.ipynb is not a notebook" in missing.stderr
