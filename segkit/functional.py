@@ -115,9 +115,13 @@ class SAMOptimizer(torch.optim.Optimizer):
         loss = closure(ddp_sync=False)  # gradient at w, local to this GPU as in the SAM paper
         if loss:
             perturbation = self._climb()
-            ascent_ok = closure(loss_dict={})  # gradient at w + e(w); its loss is not logged
-            for param, e_w in perturbation.items():
-                param.sub_(e_w)  # back to w
+            try:
+                ascent_ok = closure(loss_dict={})  # gradient at w + e(w); its loss is not logged
+            finally:
+                # Back to w even when the second pass raises: Composer's automatic microbatching
+                # catches an out-of-memory error there and retries the step from these weights.
+                for param, e_w in perturbation.items():
+                    param.sub_(e_w)
             if ascent_ok:
                 self.base_optimizer.step()
         return loss

@@ -64,6 +64,27 @@ def test_sam_interval_takes_plain_steps_between():
     assert len(seen) == 3
 
 
+def test_sam_puts_the_weights_back_when_the_second_pass_fails():
+    """Composer's automatic microbatching catches an out-of-memory error in the second pass and retries
+    the step: the weights must be w again, not w + e(w)."""
+    weight = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    sam = SAMOptimizer(torch.optim.SGD([weight], lr=0.1), rho=0.3)
+    start, passes = weight.detach().clone(), []
+
+    def closure(**kwargs):
+        passes.append(1)
+        if len(passes) == 2:
+            raise RuntimeError("CUDA out of memory")
+        weight.grad = None
+        loss = 0.5 * weight @ A @ weight
+        loss.backward()
+        return loss.detach()
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        sam.step(closure)
+    assert torch.equal(weight.detach(), start)
+
+
 def test_sam_optimizer_state_is_the_base_optimizers():
     model = torch.nn.Linear(3, 2)
     base = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
