@@ -216,8 +216,12 @@ def test_the_recipe_lab_trains_a_changed_recipe(learner):
         lab = page.locator(".jp-OutputArea-output").filter(has=page.get_by_role("button", name="Train this recipe"))
         ema = lab.locator(".widget-checkbox", has_text="EMA of the weights").locator("input")
         assert ema.is_checked()  # mild has EMA
+        half_life = lab.locator("tr", has_text="EMA of the weights: half-life").first
+        assert "1ba" in half_life.inner_text()  # mild's half-life on tiny
         ema.uncheck()
-        lab.locator("td", has_text="EMA of the weights").first.wait_for()
+        # The table follows the switch: EMA off in the picked recipe's column.
+        page.wait_for_function("row => !row.innerText.includes('1ba')", arg=half_life.element_handle(),
+                               timeout=30_000)
         points_before = plotly_points(lab)
         lab.get_by_role("button", name="Train this recipe").click()
         lab.get_by_text("Predictions of this run").wait_for(timeout=180_000)
