@@ -467,7 +467,7 @@ def select_notebooks(only: Sequence[str] | None) -> list[str]:
 
 
 def run_all(out: str | Path, only: Sequence[str] | None = None, parameters: dict[str, Any] | None = None,
-            notebooks_dir: str | Path | None = None) -> list[Outcome]:
+            notebooks_dir: str | Path | None = None, cell_timeout: float | None = None) -> list[Outcome]:
     """Execute the notebooks headless with papermill; write them, their runs and a summary page to ``out``.
 
     Args:
@@ -476,6 +476,9 @@ def run_all(out: str | Path, only: Sequence[str] | None = None, parameters: dict
         only: notebook names (or recipes) to run; default all four, in order.
         parameters: notebook parameters, as papermill's ``-p`` (strings are typed the same way).
         notebooks_dir: where the notebooks are (default: ``notebooks/`` of this checkout).
+        cell_timeout: seconds a cell may run (default: no limit). With a limit, a notebook whose cell
+            times out runs once more: rarely, under load, the papermill client waits forever for a reply
+            from an idle kernel, and a rerun is safe (finished runs are reused, interrupted ones resume).
 
     Returns:
         One ``Outcome`` per notebook.
@@ -510,16 +513,23 @@ def run_all(out: str | Path, only: Sequence[str] | None = None, parameters: dict
         for name in names:
             output = out / f"{name}.ipynb"
             print(f"{name}: running, writing {output}", flush=True)
-            started, error = time.monotonic(), None
-            try:
-                papermill.execute_notebook(source / f"{name}.ipynb", output, parameters=values,
-                                           kernel_name=kernel, progress_bar=False)
-            except papermill.PapermillExecutionError as failure:
-                error = (f"notebook {name}.ipynb failed in cell In [{failure.exec_count}] "
-                         f"({failure.ename}: {one_line(Exception(failure.evalue))})")
-            except (CellTimeoutError, DeadKernelError) as failure:
-                reason = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
-                error = f"notebook {name}.ipynb stopped: {type(failure).__name__}: {reason}"
+            started = time.monotonic()
+            for attempt in range(2 if cell_timeout else 1):
+                error = None
+                try:
+                    papermill.execute_notebook(source / f"{name}.ipynb", output, parameters=values,
+                                               kernel_name=kernel, progress_bar=False,
+                                               execution_timeout=cell_timeout)
+                except papermill.PapermillExecutionError as failure:
+                    error = (f"notebook {name}.ipynb failed in cell In [{failure.exec_count}] "
+                             f"({failure.ename}: {one_line(Exception(failure.evalue))})")
+                except (CellTimeoutError, DeadKernelError) as failure:
+                    reason = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
+                    error = f"notebook {name}.ipynb stopped: {type(failure).__name__}: {reason}"
+                    if isinstance(failure, CellTimeoutError) and attempt == 0 and cell_timeout:
+                        print(f"{name}: a cell ran over {cell_timeout:g} s; running the notebook again", flush=True)
+                        continue
+                break
             seconds = time.monotonic() - started
             run = None
             if name in NOTEBOOKS:

@@ -43,7 +43,8 @@ def kernel_env():
 def main_job(tmp_path_factory, kernel_env):
     """The main job on the smoke parameters: all four notebooks, in order, into one folder."""
     out = tmp_path_factory.mktemp("main-job")
-    return out, run_all(out, parameters=SMOKE)
+    # Each tiny cell takes seconds: the limit turns a rare client hang into one rerun of the notebook.
+    return out, run_all(out, parameters=SMOKE, cell_timeout=120)
 
 
 def code_cells(book: nbformat.NotebookNode) -> list:
