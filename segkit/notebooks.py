@@ -272,16 +272,32 @@ def start_results(namespace: dict[str, Any]) -> Results:
     return Results(check_parameters(given, "baseline"), run_folders)
 
 
-def check(question: str, value: float, expected: float, tolerance: float = 0.01) -> bool:
+def check(question: str, value: Any, expected: float, tolerance: float = 0.01) -> bool:
     """A self-check: print whether ``value`` (the learner's) matches ``expected`` (segkit's) within a
     relative ``tolerance``, without showing the expected value.
+
+    A ``value`` still left as ``...`` (the empty answer a "Check yourself" cell starts with) prints
+    one line saying so, neither right nor wrong.
 
     Example:
         >>> check("2 + 2", 4.0, 4)
         ✓ 2 + 2: 4 is right
         True
+        >>> check("2 + 2", 5, 4)
+        ✗ 2 + 2: 5 is not it yet; see the hint, then run the cell again
+        False
+        >>> check("2 + 2", ..., 4)
+        … 2 + 2: your answer is still empty; replace the ... with your computation, then run the cell again
+        False
     """
-    right = value is not None and math.isclose(float(value), float(expected), rel_tol=tolerance, abs_tol=1e-9)
+    if value is Ellipsis:
+        print(f"… {question}: your answer is still empty; replace the ... with your computation, "
+              f"then run the cell again")
+        return False
+    try:
+        right = value is not None and math.isclose(float(value), float(expected), rel_tol=tolerance, abs_tol=1e-9)
+    except (TypeError, ValueError):  # not a number: a string, a list, a tensor of many values
+        right = False
     print(f"✓ {question}: {value:g} is right" if right else
           f"✗ {question}: {value!r} is not it yet; see the hint, then run the cell again")
     return right
