@@ -40,7 +40,7 @@ BINDER_LIMIT_GIB = 2.0
 CHILD = """
 import json, resource, sys, time
 import papermill
-from segkit.notebooks import current_python_kernel
+from segkit.headless import current_python_kernel
 source, output, parameters = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 started = time.monotonic()
 with current_python_kernel() as kernel:

@@ -166,7 +166,7 @@ def run_recipes(args: argparse.Namespace) -> None:
 
 
 def run_notebooks(args: argparse.Namespace) -> None:
-    from segkit.notebooks import run_all
+    from segkit.headless import run_all
 
     run_all(args.out, only=args.only, parameters=dict(args.parameter))
 

@@ -13,6 +13,8 @@ Every problem with a folder or a file raises ``DataError`` naming it and saying 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.context
 from collections.abc import Callable
 from pathlib import Path
 
@@ -185,16 +187,35 @@ class ADE20k(Dataset):
         return self.transform(image, mask)
 
 
+def worker_context() -> multiprocessing.context.BaseContext | None:
+    """Where DataLoader workers start: a fork server that has imported segkit's data code.
+
+    Forking the training process itself is unsafe when it already runs threads, and a notebook
+    kernel always does (its I/O threads; a GPU run's CUDA and pin-memory threads): a lock held by
+    another thread at the fork stays locked in the worker forever. The fork server is a clean,
+    single-threaded process started once, so workers fork from it safely and start in milliseconds.
+    PyTorch raises ``RuntimeError`` naming a worker that dies, instead of waiting for its batch.
+    None where there is no fork server (Windows), which then uses the platform's default.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["segkit.data", "segkit.transforms"])
+    return context
+
+
 def build_loaders(train_set: ADE20k, val_set: ADE20k, device_batch: int, seed: int, *, num_workers: int = 0,
                   pin_memory: bool = False, world_size: int = 1, rank: int = 0) -> tuple[DataLoader, DataLoader]:
     """Shuffled, drop-last training loader and an in-order evaluation loader, split over processes.
 
     Each of ``world_size`` processes (one per GPU) gets its own share of every epoch through a
     ``DistributedSampler`` seeded by ``seed``; with one process it is the whole set, shuffled.
+    Workers start from a fork server (``worker_context``), and a worker that dies is an error.
     """
     world = world_size
     common = {"batch_size": device_batch, "num_workers": num_workers, "pin_memory": pin_memory,
-              "persistent_workers": num_workers > 0}
+              "persistent_workers": num_workers > 0,
+              "multiprocessing_context": worker_context() if num_workers > 0 else None}
     train_loader = DataLoader(
         train_set, drop_last=True, **common,
         sampler=DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed,

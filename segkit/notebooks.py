@@ -13,24 +13,15 @@ per GPU, DDP), with the curves read from the run's ``metrics.json`` as it grows.
 Notebook 04 compares the four runs; its first code cell is ``notebooks.start_results(globals())``,
 which takes the same parameters plus ``run_folders`` and returns a ``Results``.
 
-``run_all`` is the main job, ``segkit notebooks``: it executes the five notebooks headless with
-papermill, in order (so 01-03 find the baseline run of 00, and 04 all four runs), and writes the
-executed notebooks, each also as an HTML page (``segkit.pages``), the run folders and a summary
-page (``segkit.report``) linking them, under one output folder.
+The main job that runs the notebooks headless, ``segkit notebooks``, is ``segkit.headless``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
-import os
 import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +30,6 @@ from segkit import recipes
 from segkit.errors import ConfigError, DataError, RunError, SegkitError, one_line
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
-from segkit.report import Outcome, write_summary
 from segkit.runs import METRICS_FILE, Run, RunResult, check_run_name
 from segkit.spec import DEFAULT_SEED, RunSpec, launcher_command, run_spec
 
@@ -440,128 +430,3 @@ def cli_values(parameters: dict[str, Any]) -> dict[str, Any]:
         return value
 
     return {name: typed(value) for name, value in parameters.items()}
-
-
-# --- the main job: all notebooks, headless ----------------------------------------------------
-
-@contextlib.contextmanager
-def current_python_kernel() -> Iterator[str]:
-    """A ``python3`` kernelspec that runs this Python, found by Jupyter before any other ``python3``."""
-    with tempfile.TemporaryDirectory(prefix="segkit-kernel-") as folder:
-        spec = Path(folder) / "kernels" / "python3"
-        spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(json.dumps({
-            # log level: ipykernel warns at every start that it talks over local TCP, unencrypted
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
-                     "--IPKernelApp.log_level=ERROR"],
-            "display_name": "Python 3 (ipykernel)", "language": "python"}))
-        previous = os.environ.get("JUPYTER_PATH")
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (folder, previous) if p)
-        try:
-            yield "python3"
-        finally:
-            if previous is None:
-                os.environ.pop("JUPYTER_PATH", None)
-            else:
-                os.environ["JUPYTER_PATH"] = previous
-
-
-def select_notebooks(only: Sequence[str] | None) -> list[str]:
-    """Notebook names from ``--only`` values: ``03_hot``, ``03_hot.ipynb``, the recipe ``hot``, or ``results``."""
-    keys = {**NOTEBOOKS, RESULTS_NOTEBOOK: "results"}
-    if not only:
-        return list(keys)
-    chosen = []
-    for item in only:
-        key = Path(item).stem
-        match = next((name for name, short in keys.items() if key in (name, short)), None)
-        if match is None:
-            raise ConfigError(f"unknown notebook {item!r}; choose from {', '.join(keys)} "
-                              f"(or their recipes, or results)")
-        chosen.append(match)
-    return [name for name in keys if name in chosen]
-
-
-def run_all(out: str | Path, only: Sequence[str] | None = None, parameters: dict[str, Any] | None = None,
-            notebooks_dir: str | Path | None = None, cell_timeout: float | None = None) -> list[Outcome]:
-    """Execute the notebooks headless with papermill; write them, their runs and a summary page to ``out``.
-
-    Args:
-        out: output folder: ``NAME.ipynb`` per notebook, ``runs/`` (the run folders, unless the
-            ``save_folder`` parameter says otherwise) and ``index.html``, the summary page.
-        only: notebook names (or recipes) to run; default all four, in order.
-        parameters: notebook parameters, as papermill's ``-p`` (strings are typed the same way).
-        notebooks_dir: where the notebooks are (default: ``notebooks/`` of this checkout).
-        cell_timeout: seconds a cell may run (default: no limit). With a limit, a notebook whose cell
-            times out runs once more: rarely, under load, the papermill client waits forever for a reply
-            from an idle kernel, and a rerun is safe (finished runs are reused, interrupted ones resume).
-
-    Returns:
-        One ``Outcome`` per notebook.
-
-    Raises:
-        ConfigError: a bad parameter or notebook name (before anything runs).
-        SegkitError: a notebook failed (after the others ran and the summary was written); the
-            message names the notebook and the cell.
-    """
-    import papermill
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    from segkit.pages import add_pictures, write_page
-
-
-    out = Path(out).expanduser()
-    values = cli_values(dict(parameters or {}))
-    if "run_name" in values:
-        raise ConfigError("parameter run_name names one run, and the main job trains four; leave it out")
-    values["save_folder"] = str(Path(values.get("save_folder") or out / "runs").expanduser().absolute())
-    job = check_parameters(values, "baseline")
-    names = select_notebooks(only)
-    source = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
-    missing = [name for name in names if not (source / f"{name}.ipynb").is_file()]
-    if missing:
-        raise ConfigError(f"notebook {source / missing[0]}.ipynb not found; run from a clone of the segkit "
-                          f"repository (the notebooks are not part of the installed package)")
-    out.mkdir(parents=True, exist_ok=True)
-    outcomes = []
-    began = time.monotonic()
-    with current_python_kernel() as kernel:
-        for name in names:
-            output = out / f"{name}.ipynb"
-            print(f"{name}: running, writing {output}", flush=True)
-            started = time.monotonic()
-            for attempt in range(2 if cell_timeout else 1):
-                error = None
-                try:
-                    papermill.execute_notebook(source / f"{name}.ipynb", output, parameters=values,
-                                               kernel_name=kernel, progress_bar=False,
-                                               execution_timeout=cell_timeout)
-                except papermill.PapermillExecutionError as failure:
-                    error = (f"notebook {name}.ipynb failed in cell In [{failure.exec_count}] "
-                             f"({failure.ename}: {one_line(Exception(failure.evalue))})")
-                except (CellTimeoutError, DeadKernelError) as failure:
-                    reason = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
-                    error = f"notebook {name}.ipynb stopped: {type(failure).__name__}: {reason}"
-                    if isinstance(failure, CellTimeoutError) and attempt == 0 and cell_timeout:
-                        print(f"{name}: a cell ran over {cell_timeout:g} s; running the notebook again", flush=True)
-                        continue
-                break
-            seconds = time.monotonic() - started
-            run = None
-            if name in NOTEBOOKS:
-                run_folder = dataclasses.replace(job, recipe=recipes.get(NOTEBOOKS[name])).run_folder()
-                run = Run.load(run_folder) if (run_folder / METRICS_FILE).is_file() else None
-            page = None
-            if output.is_file():
-                add_pictures(output)
-                page = write_page(output)
-            outcomes.append(Outcome(name, output, seconds, run, error, page))
-            status = error or (f"mIoU {run.final.get('miou', math.nan):.2f}" if run else "done")
-            print(f"{name}: {seconds:.0f} s, {status}", flush=True)
-    page = write_summary(out / "index.html", outcomes)
-    print(f"all notebooks: {time.monotonic() - began:.0f} s; summary page {page}", flush=True)
-    failed = [outcome for outcome in outcomes if outcome.error]
-    if failed:
-        others = f" ({len(failed) - 1} more failed)" if len(failed) > 1 else ""
-        raise SegkitError(f"{failed[0].error}; its output so far is in {failed[0].output}{others}")
-    return outcomes

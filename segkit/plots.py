@@ -12,12 +12,18 @@ draw a run while it trains, after it finished, and in the summary page.
 So while training, the curves are redrawn inside an ``Output`` (at every evaluation and at most
 every few seconds otherwise); at the end the ``Output`` is emptied and the final figure, built
 from the run's ``metrics.json``, is displayed as a plain plotly output that stays in the cell.
+
+Headless (a kernel started with ``SEGKIT_HEADLESS=1``, as ``segkit notebooks`` and
+``papermill --engine segkit`` start theirs) nobody watches the redraws, and every output captured
+in an ``Output`` costs the headless client a message on the kernel's shell channel
+(``segkit.headless`` says why that matters): there the curves draw only their final figure.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +38,8 @@ from segkit.runs import Run, history_series
 RECIPE_COLORS = dict(zip(recipes.RECIPES, ("#636efa", "#00a86b", "#ff9f1c", "#e63946"), strict=True))
 OTHER_COLOR = "#8e44ad"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
+#: Set to "1" in a kernel that runs headless: ``LiveCurves`` then draws only its final figure.
+HEADLESS_VARIABLE = "SEGKIT_HEADLESS"
 
 
 def recipe_color(name: str) -> str:
@@ -160,15 +168,17 @@ class LiveCurves:
         reference: a run drawn dashed in the mIoU panel (the baseline), or None.
         steps_per_epoch: to place per-step losses in epochs.
         interval: seconds between redraws on training steps (evaluations always redraw).
+        live: redraw while training; by default, unless the kernel runs headless (``HEADLESS_VARIABLE``).
     """
 
     def __init__(self, name: str, recipe: str, reference: Run | None = None,
-                 steps_per_epoch: int | None = None, interval: float = 2.0):
+                 steps_per_epoch: int | None = None, interval: float = 2.0, live: bool | None = None):
         import ipywidgets
 
         self.name, self.recipe, self.reference, self.interval = name, recipe, reference, interval
+        self.live = os.environ.get(HEADLESS_VARIABLE) != "1" if live is None else live
         self.data = CurveData(steps_per_epoch)
-        self.output = ipywidgets.Output()
+        self.output = ipywidgets.Output() if self.live else None
         self.redraws = 0
         self._layout = training_layout(name)
         self._last_draw = -math.inf
@@ -177,12 +187,13 @@ class LiveCurves:
         """Display the live area (in a notebook cell, or inside an Output being captured)."""
         from IPython.display import display
 
-        display(self.output)
-        self._draw()
+        if self.live:
+            display(self.output)
+            self._draw()
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         self.data.add(kind, data)
-        if kind == "eval" or time.monotonic() - self._last_draw >= self.interval:
+        if self.live and (kind == "eval" or time.monotonic() - self._last_draw >= self.interval):
             self._draw()
 
     def figure(self) -> dict[str, Any]:
@@ -204,7 +215,8 @@ class LiveCurves:
         """
         from IPython.display import display
 
-        self.output.clear_output()
+        if self.live:
+            self.output.clear_output()
         self.data.history = list(run.history)
         final = self.figure()
         miou = run.final.get("miou", math.nan)

@@ -21,7 +21,7 @@ from segkit.tables import duration_text, summary_table
 
 @dataclass
 class Outcome:
-    """How one notebook of the main job (``segkit.notebooks.run_all``) went."""
+    """How one notebook of the main job (``segkit.headless.run_all``) went."""
 
     notebook: str  # e.g. "03_hot"
     output: Path  # the executed notebook
@@ -57,7 +57,7 @@ def notebooks_table(outcomes: Sequence[Outcome], folder: Path) -> str:
 
 
 def summary_html(outcomes: Sequence[Outcome], folder: Path) -> str:
-    """The summary page for the outcomes of ``segkit.notebooks.run_all``, as one HTML string."""
+    """The summary page for the outcomes of ``segkit.headless.run_all``, as one HTML string."""
     runs = [outcome.run for outcome in outcomes if outcome.run is not None and outcome.run.history]
     first = runs[0].info if runs else {}
     profile = first.get("profile", {}).get("name", "?")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from segkit.data import ADE20k
+from segkit.data import ADE20k, build_loaders
 from segkit.errors import DataError
 from segkit.scenes import CLASS_NAMES
 from segkit.transforms import MEAN, PadToSize, eval_transform, train_transform
@@ -205,3 +209,28 @@ def test_kept_decoded_pairs_give_the_same_items(scenes_root):
     for index, (image, mask) in kept.decoded.items():
         read_image, read_mask = kept.read(index)
         assert torch.equal(image, read_image) and torch.equal(mask, read_mask)
+
+
+def test_loader_workers_start_from_the_fork_server_and_give_the_same_batches(scenes_root):
+    """Workers never fork the training process (a kernel's threads would go with it)."""
+    val_set = ADE20k(scenes_root, "validation", eval_transform(32))
+    _, in_process = build_loaders(val_set, val_set, 2, seed=0)
+    _, with_workers = build_loaders(val_set, val_set, 2, seed=0, num_workers=2)
+    assert with_workers.multiprocessing_context.get_start_method() == "forkserver"
+    for (images, masks), (worker_images, worker_masks) in zip(in_process, with_workers, strict=True):
+        assert torch.equal(images, worker_images) and torch.equal(masks, worker_masks)
+
+
+@pytest.mark.timeout(60)
+def test_a_dead_loader_worker_is_an_error_not_a_wait(scenes_root):
+    train_set = ADE20k(scenes_root, "training", eval_transform(32))
+    loader, _ = build_loaders(train_set, train_set, 1, seed=0, num_workers=1)
+    batches = iter(loader)
+    next(batches)
+    time.sleep(1)  # the worker has made its prefetched batches and waits for more
+    os.kill(batches._workers[0].pid, signal.SIGKILL)  # the out-of-memory killer's way
+    # PyTorch raises at once (the worker's end of the queue is gone; ConnectionResetError) or at its
+    # next liveness check (RuntimeError naming the worker), depending on what the worker was doing.
+    with pytest.raises((ConnectionError, EOFError, RuntimeError)):
+        for _ in batches:
+            pass

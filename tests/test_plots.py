@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from segkit.plots import (
+    HEADLESS_VARIABLE,
     PLOTLY_MIME,
     CurveData,
     LiveCurves,
@@ -91,3 +92,19 @@ def test_live_curves_redraw_on_evaluations_and_at_most_every_interval():
     assert traces["mild-x mIoU"]["y"] == [6.0]
     assert traces["train loss (per step)"]["y"] == [1, 0.5, 1 / 3, 0.25]
     assert curves.output.outputs == ()  # the live area is emptied
+
+
+def test_headless_live_curves_stream_nothing_and_draw_the_final_figure(monkeypatch, capsys):
+    """A kernel started by segkit's headless runner (SEGKIT_HEADLESS=1): no widget, one final figure."""
+    monkeypatch.setenv(HEADLESS_VARIABLE, "1")
+    curves = LiveCurves("mild-x", "mild", steps_per_epoch=2, interval=0)
+    curves.show()
+    for step in range(1, 5):
+        curves("batch", {"step": step, "epoch": (step - 1) // 2, "wall_time": step / 10, "train_loss": 1 / step})
+    curves("eval", entry(2, 4, 0.4, 6.0))
+    assert curves.output is None and curves.redraws == 0
+    final = curves.finish(fake_run("mild-x", "mild", [entry(2, 4, 0.4, 6.0)]))
+    assert traces_by_name(final)["train loss (per step)"]["y"] == [1, 0.5, 1 / 3, 0.25]
+    assert LiveCurves("mild-x", "mild", live=True).output is not None  # JupyterLab's default is untouched
+    monkeypatch.delenv(HEADLESS_VARIABLE)
+    assert LiveCurves("mild-x", "mild").live
