@@ -1,0 +1,324 @@
+"""The teaching side of the notebooks: self-checks that start empty and can fail, the questions at the
+end of each notebook and their answers, the glossary, and every number the text quotes from a
+measurement tied to the row it comes from.
+
+The notebooks run once, headless (papermill, the tiny profile, 2 batches), with each "Check yourself"
+cell run three times: as committed (the answer still ``...``), with the answer key's answer (✓), and
+with a wrong answer (✗).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import papermill
+import pytest
+
+from segkit import explain
+from segkit.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK
+from tests.conftest import REPO
+
+#: Every notebook, in the order they run (04 compares the runs of 00-03).
+ALL = [*NOTEBOOKS, RESULTS_NOTEBOOK]
+SMOKE = {"profile": "tiny", "duration": "2ba"}
+ANSWER_KEY = REPO / "docs" / "answer-key.md"
+GLOSSARY = REPO / "docs" / "glossary.md"
+#: The learner's empty answer in a "Check yourself" cell: ``my_x = ...  # what to compute``.
+EMPTY_ANSWER = re.compile(r"^(my_\w+) = \.\.\.(?:[ \t]+#.*)?$", re.MULTILINE)
+RIGHT, WRONG = "teaching-right", "teaching-wrong"
+
+
+def read(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
+
+
+def markdown(book: nbformat.NotebookNode) -> list[str]:
+    return [cell.source for cell in book.cells if cell.cell_type == "markdown"]
+
+
+def check_cells(book: nbformat.NotebookNode) -> list[tuple[int, str]]:
+    """(cell index, answer name) of each "Check yourself" code cell."""
+    return [(index, match.group(1)) for index, cell in enumerate(book.cells) if cell.cell_type == "code"
+            for match in [EMPTY_ANSWER.search(cell.source)] if match]
+
+
+def key_section(notebook: str, heading: str, key: str | None = None) -> str:
+    """The text of ``### heading`` in the answer key's section of ``notebook`` (``## NN · ... (`NAME.ipynb`)``)."""
+    key = ANSWER_KEY.read_text() if key is None else key
+    sections = re.split(r"^## ", key, flags=re.MULTILINE)
+    (section,) = [text for text in sections if f"(`{notebook}.ipynb`)" in text.split("\n", 1)[0]]
+    parts = re.split(r"^### ", section, flags=re.MULTILINE)
+    (part,) = [text for text in parts if text.startswith(heading + "\n")]
+    return part
+
+
+def key_answers(notebook: str) -> dict[str, str]:
+    """The answer key's "Check yourself" answers of a notebook: ``{"my_miou": "100 * ..."}``."""
+    found = re.findall(r"^- `(my_\w+) = (.+?)`", key_section(notebook, "Check yourself"), flags=re.MULTILINE)
+    return dict(found)
+
+
+def numbered(text: str) -> list[int]:
+    return [int(number) for number in re.findall(r"^(\d+)\. ", text, flags=re.MULTILINE)]
+
+
+def with_answers(book: nbformat.NotebookNode, answers: dict[str, str]) -> nbformat.NotebookNode:
+    """A copy of the notebook in which each "Check yourself" cell, left as it is, is followed by one copy
+    with the answer (tagged ``teaching-right``) and one with a wrong answer (``teaching-wrong``)."""
+    taught = copy.deepcopy(book)
+    for index, name in reversed(check_cells(book)):
+        cell = book.cells[index]
+        for tag, value in ((RIGHT, answers[name]), (WRONG, f"2 * ({answers[name]}) + 1")):
+            answered = nbformat.v4.new_code_cell(EMPTY_ANSWER.sub(f"{name} = {value}", cell.source, count=1))
+            answered.metadata["tags"] = [tag]
+            taught.cells.insert(index + 1 + (tag == WRONG), answered)
+    return taught
+
+
+def printed(cell: nbformat.NotebookNode) -> str:
+    return "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
+
+
+@pytest.fixture(scope="module")
+def taught(tmp_path_factory):
+    """The five notebooks, executed in order into one folder with the answers injected."""
+    previous = os.environ.get("PYTHONPATH")  # kernels import this checkout's segkit, whatever is installed
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), previous) if p)
+    root = tmp_path_factory.mktemp("taught")
+    parameters = {**SMOKE, "save_folder": str(root / "runs")}
+    try:
+        executed = {}
+        for name in ALL:
+            source = root / f"{name}-answered.ipynb"
+            nbformat.write(with_answers(read(name), key_answers(name)), source)
+            executed[name] = root / f"{name}.ipynb"
+            papermill.execute_notebook(source, executed[name], parameters=parameters, kernel_name="python3",
+                                       progress_bar=False, cwd=root, execution_timeout=300)
+        yield {name: nbformat.read(path, as_version=4) for name, path in executed.items()}
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = previous
+
+
+# --- self-checks that can fail ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ALL)
+def test_each_check_says_empty_then_right_then_wrong(taught, name):
+    book = taught[name]
+    checks = [(cell, cell.metadata.get("tags", [])) for cell in book.cells
+              if cell.cell_type == "code" and "notebooks.check(" in cell.source]
+    empty = [cell for cell, tags in checks if not tags]
+    right = [cell for cell, tags in checks if RIGHT in tags]
+    wrong = [cell for cell, tags in checks if WRONG in tags]
+    assert len(empty) == len(right) == len(wrong) >= 2, name
+    for cell in empty:  # as committed: the learner has not answered yet
+        assert "your answer is still empty" in printed(cell) and "✓ " not in printed(cell), cell.source
+        assert "✗ " not in printed(cell), cell.source
+    for cell in right:  # the answer key's answer: the formula the notebook teaches, checked against segkit
+        assert printed(cell).startswith("✓ ") and "✗ " not in printed(cell), (cell.source, printed(cell))
+    for cell in wrong:
+        assert printed(cell).startswith("✗ ") and "✓ " not in printed(cell), (cell.source, printed(cell))
+
+
+def test_committed_check_cells_start_empty_and_the_key_answers_each():
+    for name in ALL:
+        book = read(name)
+        calls = [cell for cell in book.cells if cell.cell_type == "code" and "notebooks.check(" in cell.source]
+        names = [answer for _, answer in check_cells(book)]
+        assert len(calls) == len(names) >= 2, name  # every check cell has an empty answer
+        for cell, answer in zip(calls, names, strict=True):
+            assert re.search(rf"notebooks\.check\(\s*\"[^\"]+\",\s*{answer}\b", cell.source), cell.source
+        assert sorted(key_answers(name)) == sorted(names), name
+
+
+def test_an_answer_left_empty_is_neither_right_nor_wrong(capsys):
+    from segkit.notebooks import check
+
+    assert check("x", ..., 1.0) is False
+    assert check("x", 1.0, 1.0) is True
+    assert check("x", 3.0, 1.0) is False
+    assert check("x", "one", 1.0) is False
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("… x: your answer is still empty") and not lines[0].startswith(("✓", "✗"))
+    assert [line[0] for line in lines[1:]] == ["✓", "✗", "✗"]
+
+
+# --- questions, summary, glossary ---------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ALL)
+def test_notebook_ends_with_summary_questions_and_references(name):
+    book = read(name)
+    headings = [source.splitlines()[0] for source in markdown(book) for source in [source] if source]
+    for heading in ("## Check yourself", "## Summary", "## Questions", "## References"):
+        assert heading in headings, (name, heading)
+    order = [headings.index(h) for h in ("## Check yourself", "## Summary", "## Questions", "## References")]
+    assert order == sorted(order), (name, headings)
+    questions = next(source for source in markdown(book) if source.startswith("## Questions"))
+    count = numbered(questions)
+    assert count == list(range(1, len(count) + 1)) and len(count) >= 5, name
+    answers = numbered(key_section(name, "Questions"))
+    assert answers == count, f"{name}: {len(count)} questions, {len(answers)} answers in the key"
+
+
+def test_every_notebook_links_the_glossary_and_it_defines_the_terms():
+    glossary = GLOSSARY.read_text()
+    terms = re.findall(r"^- \*\*(.+?)\*\*", glossary, flags=re.MULTILINE)
+    for term in ("mIoU", "Ignore index", "Pass", "TTA", "Knee", "Half-life", "rho", "alpha", "EMA", "SAM",
+                 "MixUp", "`epoch_scale`", "Output stride", "ASPP", "Profile"):
+        assert any(defined.startswith(term) for defined in terms), term
+    assert any("NHWC" in defined for defined in terms)
+    for name in ALL:
+        assert any("](../docs/glossary.md)" in source for source in markdown(read(name))), name
+    assert (NOTEBOOKS_DIR / "../docs/glossary.md").resolve() == GLOSSARY
+
+
+# --- quoted numbers, tied to the rows they come from ---------------------------------------------
+
+#: Rows of the measured docs that the notebooks quote from.
+KNEE = "| 48.58 | 36.53 | 0.752 |"  # docs/laptop-regime.md: the cpu profile's full and compressed baseline
+STUDY = "docs/recipe-study.md"
+SEEDS = {seed: row for seed, row in (
+    ("101", "| 101 | 49.78 | not reached | 34.68 | -4.86 | +0.01 |"),
+    ("102", "| 102 | 48.90 | not reached | 36.01 | -2.91 | +1.85 |"),
+    ("103", "| 103 | 49.69 | not reached | 34.50 | -4.50 | +2.13 |"))}
+HOT = "| hot | 75 | 1875 | 50.79 ± 1.02 (n=3) | 3.75x |"
+MMSEG_80K, MMSEG_160K = '"80k iterations": (44.60, 46.06)', '"160k iterations": (45.47, 46.35)'  # segkit/results.py
+
+
+def removed(variant: str, value: str, full: str, difference: str) -> str:
+    """A row of the study's variants table."""
+    return f"| {variant} | {value} (n=1) | {full} (n=1) | {difference} (n=1) |"
+
+
+#: (file, number as the text writes it, source, the row of the source it comes from). A number copied
+#: from a measurement must appear here, and the row must still be in its source.
+TIES = [
+    ("notebooks/00_baseline.ipynb", "36.53", "docs/laptop-regime.md", KNEE),
+    ("notebooks/00_baseline.ipynb", "48.58", "docs/laptop-regime.md", KNEE),
+    ("notebooks/00_baseline.ipynb", "0.752", "docs/laptop-regime.md", KNEE),
+    ("notebooks/01_mild.ipynb", "0.752", "docs/laptop-regime.md", KNEE),
+    ("notebooks/01_mild.ipynb", "35.06 ± 0.83", STUDY, "| mild | 8 | 200 | 35.06 ± 0.83 (n=3) |"),
+    ("notebooks/01_mild.ipynb", "49.46 ± 0.49", STUDY, "| baseline | 40 | 1000 | 49.46 ± 0.49 (n=3) |"),
+    ("notebooks/01_mild.ipynb", "44.60", "segkit/results.py", MMSEG_80K),
+    ("notebooks/01_mild.ipynb", "45.47", "segkit/results.py", MMSEG_160K),
+    ("notebooks/02_medium.ipynb", "-4.09 ± 1.03", STUDY,
+     "| medium: mIoU gain at the baseline's cost | -4.09 ± 1.03 (n=3) |"),
+    ("notebooks/02_medium.ipynb", "0.15", STUDY, removed("medium without SAM", "46.01", "46.16", "-0.15")),
+    ("notebooks/02_medium.ipynb", "0.12", STUDY, removed("medium without MixUp", "46.28", "46.16", "0.12")),
+    ("notebooks/02_medium.ipynb", "2.27", STUDY, removed("medium without EMA", "43.89", "46.16", "-2.27")),
+    ("notebooks/02_medium.ipynb", "1.07x", "docs/recipes.md", "**A medium step peaks at 1.07x a baseline step**"),
+    ("notebooks/02_medium.ipynb", "1.06x", "docs/recipes.md", "Composer's dense path measured 1.06x here"),
+    ("notebooks/03_hot.ipynb", "+1.33 ± 1.15", STUDY, "| hot: final mIoU gain | 1.33 ± 1.15 (n=3) |"),
+    ("notebooks/03_hot.ipynb", "+0.01", STUDY, SEEDS["101"]),
+    ("notebooks/03_hot.ipynb", "+1.85", STUDY, SEEDS["102"]),
+    ("notebooks/03_hot.ipynb", "+2.13", STUDY, SEEDS["103"]),
+    ("notebooks/03_hot.ipynb", "3.75x", STUDY, HOT),
+    ("notebooks/03_hot.ipynb", "3.75", STUDY, HOT),
+    ("notebooks/03_hot.ipynb", "2.17", STUDY, removed("hot without SAM", "51.96", "49.79", "2.17")),
+    ("notebooks/03_hot.ipynb", "3.19", STUDY, removed("hot without MixUp", "52.98", "49.79", "3.19")),
+    ("notebooks/04_results.ipynb", "0.752", "docs/laptop-regime.md", KNEE),
+    ("notebooks/04_results.ipynb", "+0.01", STUDY, SEEDS["101"]),
+    ("notebooks/04_results.ipynb", "44.60", "segkit/results.py", MMSEG_80K),
+    ("notebooks/04_results.ipynb", "46.06", "segkit/results.py", MMSEG_80K),
+    ("notebooks/04_results.ipynb", "45.47", "segkit/results.py", MMSEG_160K),
+    ("notebooks/04_results.ipynb", "46.35", "segkit/results.py", MMSEG_160K),
+    # the workshop's budget of the exercises' runs, from the measured training times
+    ("docs/workshop.md", "98 s", "docs/laptop-regime.md", "(316 s against 98 s of training)"),
+    ("docs/workshop.md", "316 s", "docs/laptop-regime.md", "(316 s against 98 s of training)"),
+    ("docs/workshop.md", "20.6 s", "docs/benchmarks.md", "01_mild: run 20.6 s in the notebook's kernel"),
+    ("docs/workshop.md", "89.5 s", "docs/benchmarks.md", "02_medium: run 89.5 s in the notebook's kernel"),
+]
+
+#: Numbers the notebooks quote from the article (L. Seguin, C. Stephenson, E. J. Yuen, "5x Faster Image
+#: Segmentation Training with MosaicML Recipes", MosaicML 2022), which is not in this repository, and
+#: ratios derived from them in the text (0.19 = 39 min / 210 min, 3.85x = 13.47 h / 3.5 h).
+ARTICLE = {"45.33", "45.48", "49.32", "49.91", "44.17", "0.85", "4.58", "+4.58", "1.07x", "13.47", "3.55",
+           "3.85x", "+0.85", "+0.87", "0.19"}
+#: Numbers the notebooks state as settings or arithmetic of their own (hyperparameters, the toy
+#: examples' points), not measurements.
+SETTINGS = {"0.08", "0.375", "1.125", "0.05", "1.75"}
+#: Numbers the text states from a computation of segkit's, with that computation (checked below).
+COMPUTED = {"0.02": lambda: round(float(np.median(explain.mixing_weights(0.2, count=100_000))), 2)}  # 03's hint
+
+
+def decimals(text: str) -> list[str]:
+    """Numbers with two or more decimals (``0.752``, ``-4.09``, ``+0.01``, ``1.07x``, ``35.06 ± 0.83``),
+    as written."""
+    return re.findall(r"(?<![\w.])[+-]?\d+\.\d{2,}(?: ± \d+\.\d{2,})?x?(?!\w|\.\d)", text)
+
+
+def untied(ties: list[tuple[str, str, str, str]], text_of) -> list[str]:
+    """The ties whose number is not in their file, or whose row is no longer in its source."""
+    problems = []
+    for path, number, source, row in ties:
+        if number not in text_of(path):
+            problems.append(f"{path} no longer quotes {number}")
+        if row not in text_of(source) or number.lstrip("+-").rstrip("x") not in row:
+            problems.append(f"{path} quotes {number} from {source}, which no longer has the row {row!r}")
+    return problems
+
+
+def repository_text(path: str) -> str:
+    if path.endswith(".ipynb"):
+        return "\n".join(markdown(nbformat.read(REPO / path, as_version=4)))
+    return (REPO / path).read_text()
+
+
+def test_quoted_numbers_are_tied_to_their_rows():
+    assert untied(TIES, repository_text) == []
+
+
+def test_every_measured_number_in_the_notebooks_is_tied_or_the_article_s():
+    for name in ALL:
+        path = f"notebooks/{name}.ipynb"
+        tied = {number for where, number, _, _ in TIES if where == path}
+        loose = [number for number in decimals(repository_text(path))
+                 if number not in tied | ARTICLE | SETTINGS | set(COMPUTED)
+                 and number.lstrip("+-") not in ARTICLE | SETTINGS]
+        assert not loose, f"{path} quotes {loose} with no row they come from (add them to TIES)"
+
+
+def test_computed_numbers_are_what_segkit_computes():
+    for number, compute in COMPUTED.items():
+        assert compute() == float(number), number
+
+
+def test_a_changed_source_row_is_caught():
+    path, number, source, row = TIES[4]  # mild's 35.06 ± 0.83, from the study
+    changed = repository_text(source).replace(row, row.replace("35.06", "35.16"))
+
+    def text_of(name: str) -> str:
+        return changed if name == source else repository_text(name)
+
+    assert untied([TIES[4]], text_of) == [f"{path} quotes {number} from {source}, which no longer has the row {row!r}"]
+    assert untied([(path, "35.07 ± 0.83", source, row)], repository_text)[0] == f"{path} no longer quotes 35.07 ± 0.83"
+
+
+def test_the_workshop_quotes_rows_that_exist():
+    """`docs/workshop.md` quotes rows of the README's notebook table and the measured docs, as the key does."""
+    workshop = (REPO / "docs" / "workshop.md").read_text()
+    sources = "".join((REPO / path).read_text() for path in
+                      ("README.md", "docs/benchmarks.md", "docs/laptop-regime.md", "docs/recipe-study.md"))
+    quoted = [match.strip() for match in re.findall(r"`(\|[^`]+)`", workshop)]
+    assert len(quoted) >= 4
+    assert [row for row in quoted if row not in sources] == []
+
+
+def test_the_key_answers_are_python_the_learner_could_type():
+    for name in ALL:
+        for answer, expression in key_answers(name).items():
+            compile(f"{answer} = {expression}", f"{name} key", "exec")
+    assert "..." not in "".join(str(key_answers(name)) for name in ALL)
+
+
+def test_a_missing_key_section_is_an_error():
+    with pytest.raises(ValueError):
+        key_section("05_spicy", "Questions", key="## 00 · The baseline (`00_baseline.ipynb`)\n\n### Questions\n1. a\n")
+    assert Path(ANSWER_KEY).is_file()
