@@ -28,6 +28,7 @@ import torch
 from composer.algorithms import EMA, ChannelsLast
 from composer.core import Algorithm, Event, State
 from composer.loggers import Logger
+from torch.nn.parallel import DistributedDataParallel
 
 from segkit.functional import SAMOptimizer, mix_batch
 from segkit.recipes import Recipe
@@ -83,19 +84,38 @@ class SAM(Algorithm):
 
 
 def evaluated_weights(state: State) -> dict[str, torch.Tensor]:
-    """The weights the last evaluation used, as a plain state dict of the network (``model.module``).
+    """The weights the last evaluation used, as a plain state dict of the network, whatever the world size.
 
     Composer's EMA swaps its averaged weights in for evaluation and back out after it; outside an
-    evaluation they sit in the EMA's own copy. Without EMA these are the trained weights.
+    evaluation they sit in the EMA's own copy. Without EMA these are the trained weights. With more
+    than one process the model is wrapped in DDP (and the EMA's copy with it): the keys are the bare
+    network's either way, so that one ``model.pt`` loads after any run.
     """
-    module = state.model.module
+    model = state.model.module if isinstance(state.model, DistributedDataParallel) else state.model
+    module = model.module  # SegmentationModel.module: the network
     weights = {key: value.detach().clone() for key, value in module.state_dict().items()}
     for algorithm in state.algorithms:
         if isinstance(algorithm, EMA) and algorithm.ema_started and not algorithm.ema_weights_active:
             averaged = {**algorithm.ema_model.named_parameters_dict, **algorithm.ema_model.named_buffers_dict}
-            weights.update({key.removeprefix("module."): value.detach().clone() for key, value in averaged.items()
-                            if key.removeprefix("module.") in weights})
+            averaged = {network_key(key): value for key, value in averaged.items()}
+            if not set(weights) <= set(averaged):
+                missing = sorted(set(weights) - set(averaged))[0]
+                raise RuntimeError(f"the EMA's copy of the model has no {missing}; its weights cannot be saved")
+            weights.update({key: averaged[key].detach().clone() for key in weights})
     return {key: value.contiguous() for key, value in weights.items()}
+
+
+def network_key(key: str) -> str:
+    """A parameter's name in the bare network: without the ``module.`` of ``SegmentationModel.module``
+    and of a DDP wrapper around it (the network has no child named ``module``).
+
+    Example:
+        >>> network_key("module.module.backbone.conv1.weight"), network_key("backbone.conv1.weight")
+        ('backbone.conv1.weight', 'backbone.conv1.weight')
+    """
+    while key.startswith("module."):
+        key = key.removeprefix("module.")
+    return key
 
 
 def build_algorithms(recipe: Recipe) -> list[Algorithm]:

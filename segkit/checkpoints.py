@@ -67,9 +67,16 @@ def check_loadable(path: Path, model: torch.nn.Module) -> None:
 
 
 def load_weights(path: Path, module: torch.nn.Module) -> None:
-    """Load a plain weights file (a run's ``model.pt``) into ``module``, checking it fits."""
+    """Load a plain weights file (a run's ``model.pt``) into ``module``, checking it fits.
+
+    A ``model.pt`` written by a multi-process run before segkit saved the bare network's keys has
+    every key under ``module.``: it is read as the bare network's.
+    """
     weights = safe_load(path)
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise WeightsError(f"{path} is not a weights file (a state dict of tensors)")
+    expected = module.state_dict()
+    if weights and all(key.startswith("module.") for key in weights) and not any(k in expected for k in weights):
+        weights = {key.removeprefix("module."): value for key, value in weights.items()}
     _check_matches(weights, module, path)
     module.load_state_dict(weights)

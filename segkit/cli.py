@@ -6,14 +6,13 @@ Every user error prints one line, ``segkit: error: ...``, and exits with status 
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from segkit.errors import ConfigError, SegkitError, one_line
-from segkit.spec import DEFAULT_SEED, launcher_command
+from segkit.spec import DEFAULT_SEED, plan_launch
 
 EXIT_USAGE = 2
 
@@ -49,8 +48,14 @@ def add_train_command(commands) -> None:
     parser.add_argument("--duration", default=None, help="override the length: e.g. 2ba or 10ep")
     parser.add_argument("--weights", default=None,
                         help="backbone init: imagenet, a local torchvision .pth file, or none")
-    parser.add_argument("--gpus", type=int, default=1,
-                        help="GPUs to train on; more than 1 launches through Composer's launcher (DDP)")
+    parser.add_argument("--gpus", type=int, default=None,
+                        help="processes on this machine, one per GPU (default: every visible GPU on a GPU profile, "
+                             "1 on the CPU); more than 1 in all trains through Composer's launcher (DDP)")
+    multinode = parser.add_argument_group("several machines (docs/distributed.md)")
+    multinode.add_argument("--nodes", type=int, default=1, help="machines training together (default 1)")
+    multinode.add_argument("--node-rank", type=int, default=0, help="this machine's index (Slurm: $SLURM_NODEID)")
+    multinode.add_argument("--master-addr", default="127.0.0.1", help="node 0's address, the same on every node")
+    multinode.add_argument("--master-port", type=int, default=0, help="a free port on node 0, the same on every node")
 
 
 def add_pretrain_command(commands) -> None:
@@ -99,25 +104,21 @@ def run_data(args: argparse.Namespace) -> None:
 
 
 def run_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    if args.gpus < 1:
-        raise SegkitError(f"--gpus must be at least 1, got {args.gpus}")
-    if args.gpus > 1 and "WORLD_SIZE" not in os.environ:
-        return launch(args.gpus, argv)
-    from segkit.engine import train
-    from segkit.spec import run_spec
+    from segkit.spec import launched, run_spec
 
     spec = run_spec(args.recipe, args.profile, args.data, args.seed, args.duration, args.weights)
+    if not launched():  # a process that Composer's launcher started trains; any other decides whether to launch
+        launch = plan_launch(spec.profile, args.gpus, args.nodes, args.node_rank, args.master_addr, args.master_port)
+        if launch.world_size > 1:
+            command = launch.command(argv)
+            print("launching:", " ".join(command), flush=True)
+            return subprocess.call(command)
+    from segkit.engine import train
+
     result = train(spec, run_name=args.run_name, save_folder=args.save_folder)
     print(f"{result.run.recipe} on {spec.profile.name}: mIoU {result.miou:.2f}, pixel accuracy "
           f"{result.pixel_accuracy:.2f}, {result.wall_time:.0f} s; run folder {result.folder}")
     return 0
-
-
-def launch(gpus: int, argv: Sequence[str]) -> int:
-    """Re-run this command under Composer's launcher, one process per GPU."""
-    command = launcher_command(gpus, argv)
-    print("launching:", " ".join(command), flush=True)
-    return subprocess.call(command)
 
 
 def run_pretrain(args: argparse.Namespace) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import secrets
+import socket
 import sys
 import time
 import warnings
@@ -56,6 +58,9 @@ from segkit.runs import (
 )
 from segkit.spec import DEFAULT_SEED, RunSpec, run_spec
 from segkit.transforms import eval_transform, normalize, train_transform
+
+#: Seconds a collective waits for the other processes (Composer's default): a lost node fails the run then.
+DIST_TIMEOUT_SECONDS = 300.0
 
 # Composer notices that say nothing to a segkit user (all checked against composer 0.32.1).
 _QUIET = [
@@ -189,6 +194,14 @@ class RunRecorder(Callback):
     def eval_before_all(self, state: State, logger: Logger) -> None:
         self._train_seconds += time.monotonic() - self._interval_start
 
+    def eval_start(self, state: State, logger: Logger) -> None:
+        # Composer evaluates the model without DDP's buffer broadcast, so each process would use its own
+        # BatchNorm statistics (they differ by the last step's batch). Rank 0's are the ones model.pt
+        # keeps: every process evaluates with them, so the recorded mIoU is the saved weights' mIoU.
+        if dist.get_world_size() > 1:
+            for buffer in state.model.buffers():
+                dist.broadcast(buffer, src=0)
+
     def eval_after_all(self, state: State, logger: Logger) -> None:
         metrics = state.eval_metrics["eval"]
         entry = {
@@ -316,8 +329,14 @@ def train(
                           f"use --profile cpu")
     world, rank = dist.get_world_size(), dist.get_global_rank()
     if profile.global_batch_size % world:
-        raise ConfigError(f"the global batch {profile.global_batch_size} does not split over {world} GPUs")
+        raise ConfigError(f"the global batch {profile.global_batch_size} does not split over {world} processes")
     device_batch = profile.global_batch_size // world
+    microbatch = profile.microbatch_size if profile.device == "gpu" else min(profile.microbatch_size, device_batch)
+    if world > 1:  # now, so that every process takes the run folder's decisions together (open_shared_run)
+        dist.initialize_dist(profile.device, timeout=DIST_TIMEOUT_SECONDS)
+    if rank == 0 and print_progress:
+        print(f"{run_name}: {world} process(es) on {profile.device}, global batch {profile.global_batch_size} = "
+              f"{device_batch} per process, in microbatches of {microbatch}", flush=True)
 
     data_root = spec.data_folder()
     # The built-in sets are a few hundred small images: kept decoded in the one process that loads them,
@@ -353,7 +372,7 @@ def train(
             "versions": package_versions(),
             "command": " ".join(sys.argv),
         }
-        run, resuming = open_run(folder, info)
+        run, resuming = open_shared_run(folder, info)
         if run.status == "finished":
             if print_progress:
                 print(f"run {run_name} has already finished; nothing to train", flush=True)
@@ -394,8 +413,7 @@ def train(
                 seed=seed,
                 device=profile.device,
                 precision=profile.precision,
-                device_train_microbatch_size=profile.microbatch_size if profile.device == "gpu"
-                else min(profile.microbatch_size, device_batch),
+                device_train_microbatch_size=microbatch,
                 load_path=str(folder / CHECKPOINT_FILE) if resuming else None,
                 progress_bar=progress_bar,
                 log_to_console=False,
@@ -410,6 +428,60 @@ def train(
             run.info["status"] = "finished"
             run.write()
     return RunResult.of(run, resumed=resuming)
+
+
+def open_shared_run(folder: Path, info: dict[str, Any]) -> tuple[Run, bool]:
+    """``segkit.runs.open_run``, decided once by global rank 0 and shared with every process.
+
+    Each process deciding for itself would let a node that does not see the checkpoint start fresh
+    while the others resume, and Composer would then wait at a barrier forever. So the folder is
+    first checked to be one folder for all (``check_shared_folder``), rank 0 opens the run, and its
+    decision (or its error) goes to every process.
+    """
+    if dist.get_world_size() == 1:
+        return open_run(folder, info)
+    check_shared_folder(folder)
+    decision: list[Any] = [None]
+    if dist.get_global_rank() == 0:
+        try:
+            run, resuming = open_run(folder, info)
+            decision = [(run.info, run.history, resuming)]
+        except SegkitError as error:
+            decision = [error]
+    dist.broadcast_object_list(decision, src=0)
+    if isinstance(decision[0], SegkitError):
+        raise decision[0]
+    shared_info, history, resuming = decision[0]
+    return Run(folder=folder, info=shared_info, history=history), resuming
+
+
+def check_shared_folder(folder: Path, patience: float = 10.0) -> None:
+    """Check that every process sees the same run folder: rank 0 writes a file, every rank looks for it.
+
+    ``patience``: seconds a rank keeps looking (a network file system may show a new file late).
+
+    Raises:
+        ConfigError: on every rank, naming a rank and host that do not see it, instead of a hang later.
+    """
+    token = [secrets.token_hex(8) if dist.get_global_rank() == 0 else None]
+    dist.broadcast_object_list(token, src=0)
+    marker = folder / f".shared-check-{token[0]}"
+    if dist.get_global_rank() == 0:
+        marker.write_text(token[0])
+    dist.barrier()
+    deadline = time.monotonic() + patience
+    while not marker.is_file() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    seen = dist.all_gather_object((marker.is_file(), socket.gethostname(), dist.get_global_rank()))
+    dist.barrier()
+    if dist.get_global_rank() == 0:
+        marker.unlink(missing_ok=True)
+    blind = [(host, rank) for visible, host, rank in seen if not visible]
+    if blind:
+        host, rank = blind[0]
+        raise ConfigError(f"save folder {folder.parent} is not shared by every process: rank {rank} on {host} does "
+                          f"not see what rank 0 wrote in {folder.name}/; put save_folder on a file system every node "
+                          f"mounts at the same path (docs/distributed.md)")
 
 
 def fit(trainer: Trainer, run: Run) -> None:

@@ -423,7 +423,7 @@ def sharpness(run_folder: str | Path, rho: float, directions: int = 8, images: i
     Returns:
         ``{"loss": L(w), "random": [L(w + rho d) - L(w), ...], "ascent": L(w + rho g/|g|) - L(w)}``.
     """
-    model, run = load_model(run_folder)
+    model, run = load_model(run_folder, device="cpu")  # a few images; its batch stays on the CPU
     plan = run.info["plan"]
     loss_fn = SegmentationLoss(plan["ce_weight"], plan["dice_weight"])
     batch, masks = training_batch(run.info["data"]["root"], run.info["profile"]["image_size"], images)

@@ -31,7 +31,7 @@ from segkit.errors import ConfigError, DataError, RunError, SegkitError, one_lin
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
 from segkit.runs import METRICS_FILE, Run, RunResult, check_run_name
-from segkit.spec import DEFAULT_SEED, RunSpec, launcher_command, run_spec
+from segkit.spec import DEFAULT_SEED, Launch, RunSpec, plan_launch, run_spec
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -61,15 +61,24 @@ class Job:
     profile: str = "cpu"  # cpu: minutes on 2 cores; a100: the reference job (needs data_root); tiny: seconds
     data_root: str = ""  # an extracted ADEChallengeData2016 folder; "" = the built-in scenes
     duration: str = ""  # overrides the recipe's length, e.g. "2ba" or "10ep"; "" = the recipe's, scaled
-    gpus: int = 1  # more than 1: train through Composer's launcher (DDP), one process per GPU
+    gpus: int = 0  # processes per machine, one per GPU: 0 = every visible GPU (1 on a CPU profile); >1 = DDP
     run_name: str = ""  # "" = RECIPE-PROFILE-seedSEED (plus -DURATION when duration is set)
     save_folder: str = "runs"  # where run folders go; notebooks 01-03 find the baseline run here
     seed: int = DEFAULT_SEED  # the reference's seed
     weights: str = ""  # backbone init: "" = the profile's (scenes-pretrained on cpu, ImageNet on a100); "none"; a .pth
+    nodes: int = 1  # machines training together (docs/distributed.md); each runs this notebook
+    node_rank: int = 0  # this machine's index, 0 .. nodes - 1
+    master_addr: str = "127.0.0.1"  # node 0's address, the same on every node
+    master_port: int = 0  # a free port on node 0, the same on every node; 0 = a random one (one machine)
 
     @property
     def settings(self) -> Profile:
         return get_profile(self.profile)
+
+    @property
+    def launch(self) -> Launch:
+        """How many processes train, on which machines (``segkit.spec.plan_launch``)."""
+        return plan_launch(self.settings, self.gpus, self.nodes, self.node_rank, self.master_addr, self.master_port)
 
     def spec(self, recipe: Recipe | None = None) -> RunSpec:
         """The run this job trains for ``recipe`` (the notebook's own by default)."""
@@ -116,7 +125,8 @@ class Job:
               evaluate_raw_weights: bool = False) -> RunResult:
         """Train (or resume, or reuse a finished run) with live curves; returns a ``segkit.runs.RunResult``.
 
-        With ``gpus`` above 1 training runs through Composer's launcher, not in this process.
+        With more than one process (``gpus``, ``nodes``) training runs through Composer's launcher,
+        not in this process.
         ``evaluate_raw_weights``: with EMA, also evaluate the weights SGD trains (``miou_raw``); in this
         process only (the launcher's runs do not record it).
         """
@@ -127,7 +137,7 @@ class Job:
         reference = None if recipe.name == "baseline" else self.baseline_run()
         curves = LiveCurves(run_name, recipe.name, reference, self.steps_per_epoch)
         curves.show()
-        if self.gpus > 1:
+        if self.launch.world_size > 1:
             result = self._train_with_launcher(recipe, run_name, curves)
         else:
             from segkit.engine import train
@@ -144,9 +154,9 @@ class Job:
         folder.mkdir(parents=True, exist_ok=True)
         recipe_file = folder / "recipe.yaml"
         recipe_file.write_text(recipe.to_yaml())
-        argv = self.spec(recipe).train_argv(run_name, self.save_folder, str(recipe_file), self.gpus)
+        argv = self.spec(recipe).train_argv(run_name, self.save_folder, str(recipe_file))
         seen = 0
-        with subprocess.Popen(launcher_command(self.gpus, argv), stdout=subprocess.PIPE,
+        with subprocess.Popen(self.launch.command(argv), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
             for line in process.stdout:  # rank 0 prints a line per evaluation: poll the history then
                 print(line, end="", flush=True)
@@ -361,25 +371,19 @@ def check_parameters(values: dict[str, Any], recipe: str | Recipe) -> Job:
 
 def check_job(job: Job) -> None:
     """Check ranges, and that the job can run here (data present, GPUs there); raise one line if not."""
-    profile = job.settings  # an unknown profile raises here
+    get_profile(job.profile)  # an unknown profile raises here
     if not 0 <= job.seed < 2**32:
         raise ConfigError(f"parameter seed must be in [0, 2**32), got {job.seed}")
     if job.run_name:
         check_run_name(job.run_name)
     if not job.save_folder:
         raise ConfigError("parameter save_folder is empty; give a folder for run folders, e.g. 'runs'")
-    if job.gpus < 1:
-        raise ConfigError(f"parameter gpus must be at least 1, got {job.gpus}")
-    if job.gpus > 1 and profile.device != "gpu":
-        raise ConfigError(f"parameter gpus is {job.gpus}, but profile {profile.name!r} trains on the CPU; "
-                          f"use gpus = 1, or profile 'a100' on a GPU machine")
-    if profile.device == "gpu":
-        import torch
-
-        available = torch.cuda.device_count()
-        if available < job.gpus:
-            raise ConfigError(f"profile {profile.name!r} with gpus = {job.gpus} needs {job.gpus} CUDA "
-                              f"GPU(s); this machine has {available}; use profile 'cpu' here")
+    if job.gpus < 0:
+        raise ConfigError(f"parameter gpus must be 0 (every visible GPU) or more, got {job.gpus}")
+    try:
+        job.launch  # noqa: B018 (checks the GPU count against this machine and the global batch)
+    except ConfigError as error:
+        raise ConfigError(f"parameter {error}" if str(error).split(" ", 1)[0] in PARAMETERS else str(error)) from None
     try:
         job.spec()  # duration, weights, and real data for a profile that needs it
     except ConfigError as error:  # the spec names its field; here that field is a notebook parameter

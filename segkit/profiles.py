@@ -149,6 +149,10 @@ def check_profile(profile: Profile) -> Profile:
         fail("epoch_scale", "a number in (0, 1]")
     if not isinstance(profile.sam_rho_scale, (int, float)) or not 0 < profile.sam_rho_scale <= 1:
         fail("sam_rho_scale", "a number in (0, 1]")
-    if profile.device not in ("cpu", "gpu"):
-        fail("device", "'cpu' or 'gpu'")
+    from segkit.devices import check_device_settings
+
+    try:
+        check_device_settings(profile.device, profile.precision, profile.microbatch_size)
+    except ConfigError as error:
+        raise ConfigError(f"profile {profile.name!r}: {error}") from None
     return profile

@@ -10,6 +10,7 @@ Plain Python: nothing here imports Composer.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -97,19 +98,92 @@ class RunSpec:
         """The recipe as it runs on this spec's profile and data (``segkit.recipes.scale``)."""
         return recipes.scale(self.recipe, self.profile, steps_per_epoch=max(1, self.steps_per_epoch(world_size)))
 
-
-    def train_argv(self, run_name: str, save_folder: str, recipe_file: str, gpus: int) -> list[str]:
-        """``segkit train`` arguments that run this spec (the recipe read from ``recipe_file``)."""
+    def train_argv(self, run_name: str, save_folder: str, recipe_file: str) -> list[str]:
+        """``segkit train`` arguments that run this spec in one launched process (recipe from ``recipe_file``)."""
         argv = ["train", "--recipe", recipe_file, "--profile", self.profile.name, "--data", self.data,
-                "--run-name", run_name, "--save-folder", save_folder, "--seed", str(self.seed), "--gpus", str(gpus)]
+                "--run-name", run_name, "--save-folder", save_folder, "--seed", str(self.seed)]
         argv += ["--duration", self.duration] if self.duration else []
         argv += ["--weights", self.weights] if self.weights else []
         return argv
 
 
-def launcher_command(gpus: int, argv: Sequence[str]) -> list[str]:
-    """``segkit ARGV`` under Composer's launcher, one process per GPU."""
-    return [sys.executable, "-m", "composer.cli.launcher", "-n", str(gpus), "-m", "segkit", *argv]
+@dataclass(frozen=True)
+class Launch:
+    """How many processes train one run, and on which machines: Composer's launcher's settings.
+
+    One process per GPU (DDP over NCCL); on a CPU profile the processes talk gloo, which is how the
+    kit runs the multi-GPU path without a GPU. With ``nodes`` above 1 the same command runs on every
+    machine, each with its own ``node_rank``, all naming node 0 as ``master_addr:master_port``.
+
+    Example:
+        >>> Launch(gpus=8, nodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29500).world_size
+        16
+    """
+
+    gpus: int = 1  # processes on this machine (one per GPU; gloo processes on a CPU profile)
+    nodes: int = 1  # machines training the run together
+    node_rank: int = 0  # this machine's index, 0 .. nodes - 1 (under Slurm: $SLURM_NODEID)
+    master_addr: str = "127.0.0.1"  # node 0's address, reachable from every node
+    master_port: int = 0  # a free TCP port on node 0; 0 = a random free one (one machine only)
+
+    def __post_init__(self) -> None:
+        for name in ("gpus", "nodes"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if not 0 <= self.node_rank < self.nodes:
+            raise ConfigError(f"node_rank must be in 0 .. {self.nodes - 1} (nodes is {self.nodes}), "
+                              f"got {self.node_rank}")
+        if not 0 <= self.master_port < 65536:
+            raise ConfigError(f"master_port must be a TCP port (1-65535), got {self.master_port}")
+        if self.nodes > 1 and (not self.master_port or not self.master_addr):
+            raise ConfigError("more than one node needs master_addr and master_port: node 0's address and a free "
+                              "port on it, the same on every node (docs/distributed.md)")
+
+    @property
+    def world_size(self) -> int:
+        return self.gpus * self.nodes
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """``segkit ARGV`` under Composer's launcher, ``gpus`` processes on this node."""
+        command = [sys.executable, "-m", "composer.cli.launcher", "-n", str(self.gpus),
+                   "--world_size", str(self.world_size), "--node_rank", str(self.node_rank),
+                   "--base_rank", str(self.node_rank * self.gpus), "--master_addr", self.master_addr]
+        command += ["--master_port", str(self.master_port)] if self.master_port else []
+        return [*command, "-m", "segkit", *argv]
+
+
+def plan_launch(profile: Profile, gpus: int | None = None, nodes: int = 1, node_rank: int = 0,
+                master_addr: str = "127.0.0.1", master_port: int = 0) -> Launch:
+    """The launch of a run on ``profile``: ``gpus`` processes per node (None or 0: every visible GPU on
+    a GPU profile, one on the CPU), checked against the profile's global batch.
+
+    Raises:
+        ConfigError: no GPU for a GPU profile, more GPUs asked for than this machine has, or a global
+            batch that does not split over the processes; the message says what to pass.
+    """
+    from segkit.devices import default_processes, visible_gpus
+
+    try:
+        processes = gpus or default_processes(profile.device)
+    except ConfigError as error:
+        raise ConfigError(f"profile {profile.name!r} {error}") from None
+    launch = Launch(processes, nodes, node_rank, master_addr, master_port)
+    if profile.device == "gpu" and launch.gpus > visible_gpus():
+        raise ConfigError(f"gpus is {launch.gpus} but this machine has {visible_gpus()} visible CUDA GPU(s); "
+                          f"pass gpus {visible_gpus()} or fewer")
+    if profile.global_batch_size % launch.world_size:
+        fits = [n for n in range(1, launch.gpus + 1) if profile.global_batch_size % (n * launch.nodes) == 0]
+        raise ConfigError(f"profile {profile.name!r}: its global batch {profile.global_batch_size} does not split over "
+                          f"{launch.world_size} processes ({launch.nodes} node(s) x {launch.gpus}); pass gpus "
+                          f"{fits[-1]} (or another divisor of {profile.global_batch_size // launch.nodes})")
+    return launch
+
+
+def launched() -> bool:
+    """Whether this process is one that a launcher started (Composer's, or torchrun): they set
+    ``LOCAL_RANK`` and ``LOCAL_WORLD_SIZE`` in each process they start. Schedulers export
+    ``WORLD_SIZE`` or ``RANK`` for a whole job, so those do not tell."""
+    return "LOCAL_RANK" in os.environ and "LOCAL_WORLD_SIZE" in os.environ
 
 
 def run_spec(recipe: str | Path | Recipe = "baseline", profile: str | Profile = "cpu",

@@ -258,7 +258,7 @@ def test_a100_needs_data_and_gpus():
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    with pytest.raises(ConfigError, match="profile 'a100' with gpus = 1 needs 1 CUDA GPU"):
+    with pytest.raises(ConfigError, match="profile 'a100' trains on CUDA GPUs and none is visible here"):
         check_parameters({"profile": "a100", "data_root": "/data/ADEChallengeData2016"}, "hot")
 
 
@@ -289,14 +289,3 @@ def test_more_than_one_process_trains_through_the_launcher(tmp_path, scenes_root
     result = job.train()
     assert result.run.status == "finished" and result.run.info["world_size"] == 2
     assert (tmp_path / "baseline-tiny-seed17-2ba" / "recipe.yaml").is_file()
-
-
-@pytest.mark.parametrize("name", list(NOTEBOOKS))
-def test_self_checks_pass_in_every_notebook(main_job, name):
-    """Each notebook's "Check yourself" cells compute their answers and check them against segkit."""
-    out, _ = main_job
-    book = nbformat.read(out / f"{name}.ipynb", as_version=4)
-    printed = "".join(o.get("text", "") for cell in code_cells(book) for o in cell.outputs
-                      if o.output_type == "stream")
-    assert printed.count("✓ ") >= 2 and "✗ " not in printed
-    assert any(cell.cell_type == "markdown" and cell.source.startswith("## References") for cell in book.cells)

@@ -36,7 +36,9 @@ def test_named_profiles_pass_their_own_checks():
     ({"epoch_scale": 0}, r"'epoch_scale' must be a number in \(0, 1\]"),
     ({"epoch_scale": 2}, r"'epoch_scale' must be a number in \(0, 1\]"),
     ({"sam_rho_scale": 0}, r"'sam_rho_scale' must be a number in \(0, 1\]"),
-    ({"device": "tpu"}, "'device' must be 'cpu' or 'gpu'"),
+    ({"device": "tpu"}, "profile 'tiny': device 'tpu' is not one of cpu, gpu"),
+    ({"precision": "amp_fp16"}, "profile 'tiny': precision 'amp_fp16' does not run on cpu; use one of fp32"),
+    ({"microbatch_size": "auto"}, "profile 'tiny': microbatch_size 'auto' finds the size by running out of GPU"),
 ])
 def test_a_custom_profile_is_checked_field_by_field(change, message):
     with pytest.raises(ConfigError, match=message):

@@ -9,7 +9,7 @@ import pytest
 from segkit import recipes
 from segkit.errors import ConfigError
 from segkit.profiles import get_profile
-from segkit.spec import DEFAULT_SEED, RunSpec, launcher_command, run_spec
+from segkit.spec import DEFAULT_SEED, Launch, RunSpec, launched, plan_launch, run_spec
 
 
 def test_defaults_and_run_name():
@@ -63,12 +63,54 @@ def test_a_spec_is_frozen_and_checks_itself():
 
 def test_train_argv_and_launcher_command_round_trip():
     spec = run_spec("medium", "tiny", seed=5, duration="2ba", weights="none")
-    argv = spec.train_argv("run-1", "runs", "recipe.yaml", gpus=2)
+    argv = spec.train_argv("run-1", "runs", "recipe.yaml")
     assert argv == ["train", "--recipe", "recipe.yaml", "--profile", "tiny", "--data", "scenes", "--run-name",
-                    "run-1", "--save-folder", "runs", "--seed", "5", "--gpus", "2", "--duration", "2ba",
-                    "--weights", "none"]
+                    "run-1", "--save-folder", "runs", "--seed", "5", "--duration", "2ba", "--weights", "none"]
     from segkit.cli import build_parser
 
     args = build_parser().parse_args(argv)
-    assert (args.seed, args.duration, args.weights, args.gpus) == (5, "2ba", "none", 2)
-    assert launcher_command(2, argv)[2:6] == ["composer.cli.launcher", "-n", "2", "-m"]
+    assert (args.seed, args.duration, args.weights, args.gpus) == (5, "2ba", "none", None)
+    assert Launch(gpus=2).command(argv)[2:] == ["composer.cli.launcher", "-n", "2", "--world_size", "2",
+                                                "--node_rank", "0", "--base_rank", "0", "--master_addr",
+                                                "127.0.0.1", "-m", "segkit", *argv]
+    second_node = Launch(gpus=8, nodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29500)
+    assert second_node.command(argv)[3:15] == ["-n", "8", "--world_size", "16", "--node_rank", "1", "--base_rank",
+                                               "8", "--master_addr", "10.0.0.1", "--master_port", "29500"]
+
+
+@pytest.mark.parametrize(("launch", "message"), [
+    ({"gpus": 0}, "gpus must be at least 1, got 0"),
+    ({"nodes": 2, "node_rank": 2, "master_port": 1}, r"node_rank must be in 0 .. 1 \(nodes is 2\), got 2"),
+    ({"nodes": 2}, "more than one node needs master_addr and master_port"),
+    ({"master_port": 70000}, "master_port must be a TCP port"),
+])
+def test_a_launch_is_checked(launch, message):
+    with pytest.raises(ConfigError, match=message):
+        Launch(**launch)
+
+
+def test_the_launch_plan_defaults_and_refusals(monkeypatch):
+    from segkit import devices
+
+    assert plan_launch(get_profile("tiny")).world_size == 1  # the CPU: one process unless asked
+    assert plan_launch(get_profile("tiny"), gpus=2).world_size == 2  # gloo processes, the CPU twin
+    monkeypatch.setattr(devices, "visible_gpus", lambda: 0)
+    with pytest.raises(ConfigError, match="profile 'a100' trains on CUDA GPUs and none is visible here"):
+        plan_launch(get_profile("a100"))
+    monkeypatch.setattr(devices, "visible_gpus", lambda: 6)
+    with pytest.raises(ConfigError, match=r"profile 'a100': its global batch 128 does not split over 6 processes "
+                                          r"\(1 node\(s\) x 6\); pass gpus 4"):
+        plan_launch(get_profile("a100"))  # every visible GPU by default: 6
+    assert plan_launch(get_profile("a100"), gpus=4).gpus == 4
+    with pytest.raises(ConfigError, match="gpus is 8 but this machine has 6 visible CUDA GPU"):
+        plan_launch(get_profile("a100"), gpus=8)
+
+
+def test_only_a_launched_process_trains_in_place(monkeypatch):
+    for name in ("LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "16")  # as a scheduler exports it for the whole job
+    assert not launched()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert launched()

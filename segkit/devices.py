@@ -1,0 +1,86 @@
+"""Where a run computes: the device rules, in one place.
+
+A profile names a device kind, ``"cpu"`` or ``"gpu"`` (CUDA). From it follow the torch device that
+inference uses, how many processes train by default (every visible GPU; one on the CPU), which
+Composer precisions and microbatch sizes are allowed, and the distributed backend (NCCL on GPUs,
+gloo on the CPU, which is how the CPU twin of a multi-GPU job runs). The engine, the notebooks'
+checks, the command line and inference all ask here. Plain PyTorch: nothing here imports Composer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from segkit.errors import ConfigError
+
+#: Device kinds a profile may name, and the Composer precisions each allows.
+PRECISIONS = {"cpu": ("fp32",), "gpu": ("fp32", "amp_fp16", "amp_bf16")}
+#: Autocast dtypes of Composer's mixed precisions.
+_AUTOCAST = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
+
+
+def check_device_settings(device: str, precision: str, microbatch_size: int | str) -> None:
+    """Refuse a device kind, precision or microbatch size the device cannot run, in one line."""
+    if device not in PRECISIONS:
+        raise ConfigError(f"device {device!r} is not one of {', '.join(PRECISIONS)}")
+    if precision not in PRECISIONS[device]:
+        raise ConfigError(f"precision {precision!r} does not run on {device}; use one of "
+                          f"{', '.join(PRECISIONS[device])}")
+    if microbatch_size == "auto" and device != "gpu":
+        raise ConfigError("microbatch_size 'auto' finds the size by running out of GPU memory; on the CPU give "
+                          "a number")
+
+
+def visible_gpus() -> int:
+    return torch.cuda.device_count()
+
+
+def default_processes(device: str) -> int:
+    """Processes per node when the caller names none: every visible GPU, or one on the CPU.
+
+    Raises:
+        ConfigError: a GPU profile on a machine without a visible CUDA GPU.
+    """
+    if device != "gpu":
+        return 1
+    count = visible_gpus()
+    if count == 0:
+        raise ConfigError("trains on CUDA GPUs and none is visible here (torch.cuda.device_count() is 0); use "
+                          "profile 'cpu', or check CUDA_VISIBLE_DEVICES and the driver")
+    return count
+
+
+def torch_device(kind: str, requested: str | torch.device | None = None) -> torch.device:
+    """The torch device for inference: ``requested`` if given, else the profile's kind where it exists here.
+
+    A GPU profile's run read on a machine without CUDA evaluates on the CPU.
+
+    Example:
+        >>> torch_device("cpu"), torch_device("gpu", "cpu")
+        (device(type='cpu'), device(type='cpu'))
+    """
+    if requested is not None:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {requested!r}: CUDA is not available here; use device 'cpu'")
+        return device
+    return torch.device("cuda") if kind == "gpu" and torch.cuda.is_available() else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """Mixed precision as Composer's ``amp_*`` precisions use it, on CUDA; nothing elsewhere or in fp32."""
+    dtype = _AUTOCAST.get(precision)
+    if dtype is None or device.type != "cuda":
+        yield
+        return
+    with torch.autocast("cuda", dtype=dtype):
+        yield
+
+
+def distributed_backend(device: str) -> str:
+    """The collective backend of a multi-process run: NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if device == "gpu" else "gloo"

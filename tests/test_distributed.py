@@ -1,0 +1,156 @@
+"""The multi-GPU and multi-node paths, run as their CPU twin: gloo processes through Composer's launcher.
+
+A GPU user's job is ``segkit train --gpus 8`` (or ``-p gpus 8`` in a notebook) and, on several machines,
+``--nodes N --node-rank R --master-addr A --master-port P``. Here the same commands start CPU
+processes that talk gloo, and several "nodes" are several launchers on localhost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+import torch
+
+from segkit.inference import evaluate, load_model
+from segkit.notebooks import NOTEBOOKS_DIR
+from segkit.runs import Run
+from tests.conftest import REPO, subprocess_env
+
+TINY = ["--profile", "tiny", "--duration", "2ba"]
+
+
+def segkit_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "segkit", *args]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def env() -> dict[str, str]:
+    return {**subprocess_env(), "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory, scenes_root) -> Path:
+    """mild (EMA) on tiny, trained by two gloo processes through the CLI and Composer's launcher."""
+    save = tmp_path_factory.mktemp("ddp")
+    done = subprocess.run(segkit_command("train", "--recipe", "mild", *TINY, "--gpus", "2", "--data", str(scenes_root),
+                                         "--save-folder", str(save)),
+                          capture_output=True, text=True, env=env(), timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "2 process(es) on cpu, global batch 4 = 2 per process, in microbatches of 2" in done.stdout
+    return save / "mild-tiny-seed17-2ba"
+
+
+def test_weights_of_a_two_process_run_are_the_bare_network_and_evaluate_as_trained(two_process_run):
+    run = Run.load(two_process_run)
+    assert run.status == "finished" and run.info["world_size"] == 2
+    saved = torch.load(two_process_run / "model.pt", weights_only=True)
+    assert next(iter(saved)).startswith("backbone.")  # not module.backbone: DDP's wrapper is not saved
+    model, _ = load_model(two_process_run)
+    assert next(model.parameters()).device.type == "cpu"
+    # The saved weights are the ones the run evaluated (the EMA's): evaluating them again gives its mIoU.
+    assert evaluate(two_process_run)["miou"] == pytest.approx(run.final["miou"], abs=0.02)
+    done = subprocess.run(segkit_command("evaluate", str(two_process_run)), capture_output=True, text=True,
+                          env=env(), timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith(f"mIoU {run.final['miou']:.2f}"), done.stderr
+
+
+def test_a_notebook_trains_on_two_processes_and_04_reads_both_runs(two_process_run, scenes_root, tmp_path):
+    """01_mild with -p gpus 2 (its gallery reads the run's model.pt), then 04_results on both runs."""
+    save = two_process_run.parent
+    common = {"profile": "tiny", "duration": "2ba", "data_root": str(scenes_root), "save_folder": str(save)}
+    os.environ["PYTHONPATH"] = str(REPO)
+    papermill.execute_notebook(NOTEBOOKS_DIR / "00_baseline.ipynb", tmp_path / "00.ipynb",
+                               parameters={**common, "gpus": 2}, progress_bar=False, cwd=tmp_path,
+                               engine_name="segkit")
+    baseline = Run.load(save / "baseline-tiny-seed17-2ba")
+    assert baseline.status == "finished" and baseline.info["world_size"] == 2
+    book = nbformat.read(tmp_path / "00.ipynb", as_version=4)
+    printed = "".join(o.get("text", "") for cell in book.cells for o in cell.get("outputs", []))
+    assert "2 process(es) on cpu, global batch 4 = 2 per process" in printed  # the launched rank 0's output
+    papermill.execute_notebook(NOTEBOOKS_DIR / "04_results.ipynb", tmp_path / "04.ipynb",
+                               parameters={**common, "run_folders": f"{save / baseline.name},{two_process_run}"},
+                               progress_bar=False, cwd=tmp_path, engine_name="segkit")
+    book = nbformat.read(tmp_path / "04.ipynb", as_version=4)
+    errors = [o for cell in book.cells for o in cell.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    names = {trace.get("name") for cell in book.cells for o in cell.get("outputs", [])
+             for trace in o.get("data", {}).get("application/vnd.plotly.v1+json", {}).get("data", [])}
+    assert {f"baseline, this run ({baseline.name})", f"mild, this run ({two_process_run.name})"} <= names
+
+
+def start_node(rank: int, port: int, save: Path, scenes_root: Path, duration: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        segkit_command("train", "--recipe", "hot", "--profile", "tiny", "--duration", duration, "--data",
+                       str(scenes_root), "--save-folder", str(save), "--run-name", "two-nodes", "--gpus", "1",
+                       "--nodes", "2", "--node-rank", str(rank), "--master-addr", "127.0.0.1",
+                       "--master-port", str(port)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(), start_new_session=True)
+
+
+def finish(nodes: list[subprocess.Popen], timeout: float = 600) -> list[str]:
+    outputs = [node.communicate(timeout=timeout)[0] for node in nodes]
+    for node, output in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, output[-3000:]
+    return outputs
+
+
+def test_a_save_folder_that_is_not_shared_is_a_one_line_error_on_every_node(tmp_path, scenes_root):
+    port = free_port()
+    nodes = [start_node(rank, port, tmp_path / f"node{rank}", scenes_root, "2ba") for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    for rank, (node, output) in enumerate(zip(nodes, outputs, strict=True)):
+        assert node.returncode != 0, output[-2000:]
+        expected = (f"segkit: error: save folder {tmp_path / 'node0'} is not shared by every process: rank 1 on "
+                    f"{socket.gethostname()} does not see what rank 0 wrote in two-nodes/")
+        assert expected in output, (rank, output[-3000:])
+    assert not (tmp_path / "node0" / "two-nodes" / "checkpoints").exists()  # nothing trained
+
+
+def comparable(history: list[dict]) -> list[dict]:
+    return [{key: value for key, value in entry.items() if key not in ("wall_time", "images_per_second")}
+            for entry in history]
+
+
+@pytest.mark.slow
+def test_two_nodes_killed_mid_run_resume_with_the_history_of_an_uninterrupted_run(tmp_path, scenes_root):
+    """Two "nodes" (one gloo process each) train hot together; both are killed after the first
+    checkpoint and started again: the run ends with the history of a run that was never killed."""
+    port = free_port()
+    finish([start_node(rank, port, tmp_path / "whole", scenes_root, "3ep") for rank in (0, 1)])
+    whole = Run.load(tmp_path / "whole" / "two-nodes")
+    assert whole.info["world_size"] == 2 and len(whole.history) >= 2
+
+    port = free_port()
+    nodes = [start_node(rank, port, tmp_path / "killed", scenes_root, "3ep") for rank in (0, 1)]
+    metrics = tmp_path / "killed" / "two-nodes" / "metrics.json"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if metrics.is_file() and json.loads(metrics.read_text()).get("history"):
+            break
+        time.sleep(0.2)
+    for node in nodes:
+        os.killpg(node.pid, signal.SIGKILL)  # the launcher and its training process: no cleanup
+        node.wait()
+    interrupted = Run.load(tmp_path / "killed" / "two-nodes")
+    assert 1 <= len(interrupted.history) < len(whole.history)
+
+    port = free_port()
+    finish([start_node(rank, port, tmp_path / "killed", scenes_root, "3ep") for rank in (0, 1)])
+    resumed = Run.load(tmp_path / "killed" / "two-nodes")
+    assert resumed.status == "finished"
+    assert comparable(resumed.history) == comparable(whole.history)
