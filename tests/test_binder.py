@@ -133,10 +133,6 @@ def test_post_build_installs_segkit_and_the_builtin_scenes_as_the_learner(render
     ]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "binder/requirements.txt leaves JupyterLab and the widget packages to repo2docker's base environment "
-    "(jupyterlab 4.4.9, ipywidgets 8.1.7, ipykernel 7.0.1 in repo2docker 2026.4.0), older than the ones "
-    "the browser tests run; pin them in binder/ (or the test extra) and remove this mark"))
 def test_the_image_holds_the_jupyterlab_widgets_and_kernel_the_browser_tests_ran(rendering):
     dockerfile, _ = rendering
     locked = locked_versions(base_environment_lock(dockerfile))

@@ -38,14 +38,26 @@ def test_binder_matches_pyproject_with_cpu_torch():
     lines = [line.strip() for line in (REPO / "binder" / "requirements.txt").read_text().splitlines()]
     listed = {Requirement(line).name: Requirement(line) for line in lines if line and not line.startswith(("#", "-"))}
     assert "--extra-index-url https://download.pytorch.org/whl/cpu" in lines
+    tested_front_end = front_end_pins()
     for name, requirement in pyproject_requirements().items():
         binder = str(listed[name].specifier)
         if name in ("torch", "torchvision"):  # the same release, CPU build
             assert binder == f"{requirement.specifier}+cpu", name
             assert Version(binder.removeprefix("==")) in requirement.specifier
+        elif name in tested_front_end:  # the version the browser tests ran, within segkit's range
+            assert binder == tested_front_end[name], name
+            assert Version(binder.removeprefix("==")) in requirement.specifier, name
         else:
             assert binder == str(requirement.specifier), name
-    assert set(listed) == set(pyproject_requirements())
+    assert set(listed) == set(pyproject_requirements()) | set(tested_front_end)
+    assert {name: str(listed[name].specifier) for name in tested_front_end} == tested_front_end
+
+
+def front_end_pins() -> dict[str, str]:
+    """The exact pins of the test extra: the front end the browser tests drive."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = {Requirement(line).name: str(Requirement(line).specifier) for line in project["optional-dependencies"]["test"]}
+    return {name: pin for name, pin in pins.items() if pin.startswith("==")}
 
 
 def test_binder_installs_segkit_and_opens_the_first_notebook():

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from segkit.notebooks import Outcome
+from segkit.report import Outcome
 from segkit.report import summary_html, write_summary
 from segkit.runs import Run
 from tests.conftest import skip_or_fail
