@@ -17,6 +17,9 @@ Headless (a kernel started with ``SEGKIT_HEADLESS=1``, as ``segkit notebooks`` a
 ``papermill --engine segkit`` start theirs) nobody watches the redraws, and every output captured
 in an ``Output`` costs the headless client a message on the kernel's shell channel
 (``segkit.headless`` says why that matters): there the curves draw only their final figure.
+
+In Google Colab, which draws HTML but not plotly's MIME type, each bundle also holds the figure as
+HTML with plotly.js (``segkit.colab``); everywhere else the bundles are plotly JSON and text only.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from segkit import recipes
+from segkit import colab, recipes
 from segkit.runs import Run, history_series
 
 #: One colour per named recipe, in the order of ``segkit.recipes.RECIPES``, the same in every figure.
@@ -46,10 +49,18 @@ def recipe_color(name: str) -> str:
     return RECIPE_COLORS.get(name, OTHER_COLOR)
 
 
-def mimebundle(figure: go.Figure | dict[str, Any], text: str) -> dict[str, Any]:
-    """A raw display bundle: the figure as plotly JSON, and a line of text for other viewers."""
+def mimebundle(figure: go.Figure | dict[str, Any], text: str, with_plotly: bool = True) -> dict[str, Any]:
+    """A raw display bundle: the figure as plotly JSON, and a line of text for other viewers.
+
+    In Google Colab, which does not draw plotly JSON, also the figure as HTML (``segkit.colab``);
+    ``with_plotly`` False leaves plotly.js out of that HTML, for a redraw where it is loaded already.
+    """
     data = figure.to_plotly_json() if isinstance(figure, go.Figure) else figure
-    return {PLOTLY_MIME: {"data": data["data"], "layout": data["layout"]}, "text/plain": text}
+    plot = {"data": data["data"], "layout": data["layout"]}
+    bundle = {PLOTLY_MIME: plot, "text/plain": text}
+    if colab.in_colab():
+        bundle["text/html"] = colab.figure_html(plot, with_plotly)
+    return bundle
 
 
 def comparison_figure(runs: Sequence[Run], title: str = "mIoU of each run", by_recipe: bool = False) -> go.Figure:
@@ -206,7 +217,9 @@ class LiveCurves:
         self.redraws += 1
         with self.output:
             self.output.clear_output(wait=True)
-            display(mimebundle(self.figure(), f"training curves of {self.name} (live)"), raw=True)
+            # plotly.js goes with the first drawing only: later ones land in the same output frame.
+            display(mimebundle(self.figure(), f"training curves of {self.name} (live)", with_plotly=self.redraws == 1),
+                    raw=True)
 
     def finish(self, run: Run) -> dict[str, Any]:
         """Replace the live area by the final figure, built from the run's history (metrics.json).
