@@ -8,6 +8,8 @@ check that each watchdog fires with one line naming the cell, and that a healthy
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from segkit.errors import SegkitError
 from segkit.headless import KernelStalled, Watchdogs, current_python_kernel, execute_notebook, run_all, run_notebook
+from tests.conftest import REPO
 
 #: Fast watchdogs, so that a misbehaving kernel is caught in seconds.
 QUICK = Watchdogs(reply_poll=0.2, start_grace=1.0, idle_grace=1.0)
@@ -146,3 +149,16 @@ def test_the_main_job_reruns_a_stalled_notebook_and_names_it(tmp_path):
                                           r"arrive within 1 s; its output so far is in "):
         run_all(tmp_path / "out2", only=["baseline"], parameters={"profile": "tiny"}, notebooks_dir=tmp_path,
                 watchdogs=QUICK)
+
+
+def test_papermills_command_line_runs_the_segkit_engine_headless(tmp_path, kernel):
+    """`papermill --engine segkit IN OUT`, as the README gives it: found through the package's entry point."""
+    source = write_notebook(tmp_path / "in.ipynb", "import os\nprint(os.environ.get('SEGKIT_HEADLESS'))")
+    papermill_cli = Path(sys.executable).with_name("papermill")
+    command = [str(papermill_cli), "--engine", "segkit", "-k", kernel, str(source), str(tmp_path / "out.ipynb")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    book = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert book.cells[0].outputs[0]["text"] == "1\n"  # the kernel runs headless: live curves stay quiet
+    readme = (REPO / "README.md").read_text()
+    assert "papermill --engine segkit notebooks/03_hot.ipynb" in readme
