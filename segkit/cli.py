@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from segkit.errors import ConfigError, SegkitError, one_line
+from segkit.recipes import RECIPES
 from segkit.spec import DEFAULT_SEED, plan_launch
 
 EXIT_USAGE = 2
@@ -36,7 +37,7 @@ def add_data_command(commands) -> None:
 
 def add_train_command(commands) -> None:
     parser = commands.add_parser("train", help="train a recipe; re-running a run name resumes it")
-    parser.add_argument("--recipe", default="baseline", help="baseline, mild, medium, hot, or a .yaml file")
+    parser.add_argument("--recipe", default="baseline", help=f"{', '.join(RECIPES)}, or a .yaml file")
     parser.add_argument("--data", default=None,
                         help="'scenes' (built-in, the cpu default) or a folder with images/ and annotations/")
     parser.add_argument("--profile", default="cpu",

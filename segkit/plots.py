@@ -37,8 +37,10 @@ from plotly.subplots import make_subplots
 from segkit import colab, recipes
 from segkit.runs import Run, history_series
 
-#: One colour per named recipe, in the order of ``segkit.recipes.RECIPES``, the same in every figure.
-RECIPE_COLORS = dict(zip(recipes.RECIPES, ("#636efa", "#00a86b", "#ff9f1c", "#e63946"), strict=True))
+#: Recipe colours, given in the order of ``segkit.recipes.RECIPES`` and cycled for any number of recipes.
+PALETTE = ("#636efa", "#00a86b", "#ff9f1c", "#e63946", "#17becf", "#8c564b", "#bcbd22", "#7f7f7f")
+#: One colour per named recipe, the same in every figure.
+RECIPE_COLORS = {name: PALETTE[index % len(PALETTE)] for index, name in enumerate(recipes.RECIPES)}
 OTHER_COLOR = "#8e44ad"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 #: Set to "1" in a kernel that runs headless: ``LiveCurves`` then draws only its final figure.

@@ -27,20 +27,13 @@ from segkit.profiles import Profile
 from segkit.recipes import Recipe
 from segkit.tables import Table, recipe_table
 
-#: Each switch: the fields it owns, and the value its first field takes when it is off.
+#: Each switch: the fields it owns, and the value its first field takes when it is off (``recipes.SWITCHES``).
 SWITCHES: dict[str, tuple[tuple[str, ...], Any]] = {
-    "ema": (("ema_half_life", "ema_update_interval"), None),
-    "sam": (("sam_rho", "sam_interval"), None),
-    "mixup": (("mixup_alpha",), None),
-    "dice": (("dice_weight",), 0.0),
-}
+    name: (switch.fields, switch.off) for name, switch in recipes.SWITCHES.items()}
 #: Settings an algorithm takes when switched on for the first time: the reference recipe's that
 #: introduces it (EMA from mild, SAM and MixUp from medium, Dice from the baseline).
-FIRST_SETTINGS = {
-    **{name: getattr(recipes.mild(), name) for name in SWITCHES["ema"][0]},
-    **{name: getattr(recipes.medium(), name) for name in (*SWITCHES["sam"][0], *SWITCHES["mixup"][0])},
-    **{name: getattr(recipes.baseline(), name) for name in SWITCHES["dice"][0]},
-}
+FIRST_SETTINGS = {name: getattr(recipes.get(switch.introduced_by), name)
+                  for switch in recipes.SWITCHES.values() for name in switch.fields}
 #: The fields a learner can edit (all but the name).
 FIELDS = tuple(f.name for f in fields(Recipe) if f.name != "name")
 _DEFAULTS = {f.name: f.default for f in fields(Recipe)}

@@ -103,6 +103,54 @@ def hot() -> Recipe:
 RECIPES = {"baseline": baseline, "mild": mild, "medium": medium, "hot": hot}
 
 
+# How each field and each algorithm switch is shown and edited: read by the recipe lab (the editor and
+# its widgets) and the tables. A new Recipe field needs an entry here (a test checks every field has one).
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """How one ``Recipe`` field is named and edited."""
+
+    label: str  # its name in tables and in the recipe lab
+    control: str  # the lab's input: "int", "float", "duration" (e.g. 1000ba), "toggle", "choice" or "fixed"
+    step: float = 0.0  # the step of a "float" input
+    choices: tuple[str, ...] = ()  # the options of a "choice" input
+
+
+@dataclass(frozen=True)
+class Switch:
+    """An algorithm the lab turns on and off: the fields it owns, their "off" value, where its
+    settings come from when it is first turned on."""
+
+    label: str  # the switch's label in the lab
+    fields: tuple[str, ...]  # the fields it owns; the first one turns it off
+    off: Any  # the first field's value when the algorithm is off
+    introduced_by: str  # the reference recipe whose settings it takes when first switched on
+
+
+FIELDS: dict[str, FieldInfo] = {
+    "epochs": FieldInfo("epochs", "int"),
+    "lr_schedule": FieldInfo("learning-rate schedule", "choice", choices=("cosine", "constant")),
+    "lr": FieldInfo("learning rate", "float", step=0.01),
+    "momentum": FieldInfo("momentum", "fixed"),
+    "weight_decay": FieldInfo("weight decay (decoupled)", "fixed"),
+    "global_batch_size": FieldInfo("batch size (over all GPUs)", "fixed"),
+    "ce_weight": FieldInfo("cross-entropy weight", "fixed"),
+    "dice_weight": FieldInfo("Dice weight", "float", step=0.125),
+    "channels_last": FieldInfo("channels-last memory format", "toggle"),
+    "ema_half_life": FieldInfo("EMA of the weights: half-life", "duration"),
+    "ema_update_interval": FieldInfo("EMA: update every", "duration"),
+    "sam_rho": FieldInfo("SAM: radius rho", "float", step=0.05),
+    "sam_interval": FieldInfo("SAM: every n-th step", "int"),
+    "mixup_alpha": FieldInfo("MixUp: alpha", "float", step=0.1),
+}
+SWITCHES: dict[str, Switch] = {
+    "ema": Switch("EMA of the weights", ("ema_half_life", "ema_update_interval"), None, "mild"),
+    "sam": Switch("SAM", ("sam_rho", "sam_interval"), None, "medium"),
+    "mixup": Switch("MixUp", ("mixup_alpha",), None, "medium"),
+    "dice": Switch("Dice loss term", ("dice_weight",), 0.0, "baseline"),
+}
+
+
 def get(name: str) -> Recipe:
     """The recipe called ``name``.
 

@@ -20,24 +20,9 @@ from segkit.recipes import Recipe
 from segkit.runs import Run
 
 #: What each recipe field means, in a learner's words.
-FIELD_LABELS = {
-    "epochs": "epochs",
-    "lr_schedule": "learning-rate schedule",
-    "lr": "learning rate",
-    "momentum": "momentum",
-    "weight_decay": "weight decay (decoupled)",
-    "global_batch_size": "batch size (over all GPUs)",
-    "ce_weight": "cross-entropy weight",
-    "dice_weight": "Dice weight",
-    "channels_last": "channels-last memory format",
-    "ema_half_life": "EMA of the weights: half-life",
-    "ema_update_interval": "EMA: update every",
-    "sam_rho": "SAM: radius rho",
-    "sam_interval": "SAM: every n-th step",
-    "mixup_alpha": "MixUp: alpha",
-}
+FIELD_LABELS = {name: info.label for name, info in recipes.FIELDS.items()}
 #: Fields that only matter when another one switches their algorithm on.
-DEPENDS_ON = {"ema_update_interval": "ema_half_life", "sam_interval": "sam_rho"}
+DEPENDS_ON = {name: switch.fields[0] for switch in recipes.SWITCHES.values() for name in switch.fields[1:]}
 
 
 @dataclass(repr=False)

@@ -24,23 +24,28 @@ from segkit.recipes import Recipe
 if TYPE_CHECKING:
     from segkit.notebooks import Job
 
-#: The switches of the picker, in the order shown.
-SWITCH_LABELS = {"ema": "EMA of the weights", "sam": "SAM", "mixup": "MixUp", "dice": "Dice loss term"}
-_WIDE = {"description_width": "150px"}
+_WIDE = {"description_width": "190px"}
 
 
 def _field(name: str) -> w.ValueWidget:
-    """The input widget for one recipe field."""
-    label = {"epochs": "epochs (reference)", "lr": "learning rate", "ema_half_life": "EMA half-life",
-             "ema_update_interval": "EMA every", "sam_rho": "SAM rho", "sam_interval": "SAM every n steps",
-             "mixup_alpha": "MixUp alpha", "dice_weight": "Dice weight"}[name]
-    common = {"description": label, "style": _WIDE, "layout": w.Layout(width="300px")}
-    if name in ("epochs", "sam_interval"):
+    """The input widget for one recipe field, as ``segkit.recipes.FIELDS`` describes it."""
+    info = recipes.FIELDS[name]
+    common = {"description": info.label, "style": _WIDE, "layout": w.Layout(width="340px")}
+    if info.control == "int":
         return w.BoundedIntText(min=1, max=100000, **common)
-    if name in ("ema_half_life", "ema_update_interval"):
+    if info.control == "duration":
         return w.Text(continuous_update=False, placeholder="e.g. 1000ba or 5ep", **common)
-    step = {"lr": 0.01, "sam_rho": 0.05, "mixup_alpha": 0.1, "dice_weight": 0.125}[name]
-    return w.BoundedFloatText(min=0.0, max=100.0, step=step, **common)
+    if info.control == "float":
+        return w.BoundedFloatText(min=0.0, max=100.0, step=info.step, **common)
+    if info.control == "toggle":
+        return w.Checkbox(description=info.label, indent=False)
+    if info.control == "choice":
+        return w.ToggleButtons(options=list(info.choices), description=info.label, style=_WIDE)
+    raise ValueError(f"recipe field {name!r} has control {info.control!r}, which the lab does not edit")
+
+
+#: The fields the lab edits (the "fixed" ones stay the baseline's).
+EDITABLE = tuple(name for name, info in recipes.FIELDS.items() if info.control != "fixed")
 
 
 class RecipePicker(w.VBox):
@@ -61,30 +66,25 @@ class RecipePicker(w.VBox):
         self.start_from = w.Dropdown(options=list(recipes.RECIPES), description="start from", style=_WIDE,
                                      value=self.editor.start.name if self.editor.start.name in recipes.RECIPES
                                      else "baseline")
-        self.switches = {name: w.Checkbox(description=label, indent=False)
-                         for name, label in SWITCH_LABELS.items()}
-        self.channels_last = w.Checkbox(description="channels-last memory format", indent=False)
-        self.schedule = w.ToggleButtons(options=["cosine", "constant"], description="LR schedule",
-                                        style=_WIDE)
-        self.fields = {name: _field(name) for name in ("epochs", "lr", "ema_half_life", "ema_update_interval",
-                                                        "sam_rho", "sam_interval", "mixup_alpha",
-                                                        "dice_weight")}
+        self.switches = {name: w.Checkbox(description=switch.label, indent=False)
+                         for name, switch in recipes.SWITCHES.items()}
+        self.fields = {name: _field(name) for name in EDITABLE}
         self.view = w.HTML()
         self.start_from.observe(self._start_changed, names="value")
         for name, box in self.switches.items():
             box.observe(lambda change, name=name: self._set(name, change["new"]), names="value")
-        self.channels_last.observe(lambda change: self._set("channels_last", change["new"]), names="value")
-        self.schedule.observe(lambda change: self._set("lr_schedule", change["new"]), names="value")
         for name, box in self.fields.items():
             box.observe(lambda change, name=name: self._set(name, change["new"]), names="value")
-        f = self.fields
+        # One column per switch (its box, then its settings), two to a row; then the fields of no switch.
+        owned = {name for switch in recipes.SWITCHES.values() for name in switch.fields}
+        columns = [w.VBox([self.switches[name], *(self.fields[f] for f in switch.fields if f in self.fields)])
+                   for name, switch in recipes.SWITCHES.items()]
+        rest = [self.fields[name] for name in EDITABLE if name not in owned]
         controls = w.VBox([
             self.start_from,
-            w.HBox([w.VBox([self.switches["ema"], f["ema_half_life"], f["ema_update_interval"]]),
-                    w.VBox([self.switches["sam"], f["sam_rho"], f["sam_interval"]])]),
-            w.HBox([w.VBox([self.switches["mixup"], f["mixup_alpha"]]),
-                    w.VBox([self.switches["dice"], f["dice_weight"]])]),
-            w.HBox([self.channels_last]), self.schedule, w.HBox([f["epochs"], f["lr"]]),
+            *(w.HBox(columns[i:i + 2]) for i in range(0, len(columns), 2)),
+            *(box for box in rest if not isinstance(box, (w.BoundedIntText, w.BoundedFloatText, w.Text))),
+            w.HBox([box for box in rest if isinstance(box, (w.BoundedIntText, w.BoundedFloatText, w.Text))]),
         ])
         super().__init__([controls, self.view])
         self.refresh()
@@ -111,8 +111,6 @@ class RecipePicker(w.VBox):
         try:
             for name, box in self.switches.items():
                 box.value = self.editor.switches[name]
-            self.channels_last.value = self.editor.value("channels_last")
-            self.schedule.value = self.editor.value("lr_schedule")
             for name, box in self.fields.items():
                 box.value = self.editor.value(name)
                 box.disabled = not self.editor.active(name)

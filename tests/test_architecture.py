@@ -15,10 +15,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "segkit"
 #: Each module's layer, lowest first (docs/architecture.md draws them). A module may import its own
 #: layer and those below it, never one above.
 LAYERS = {
-    "errors": 0,
+    "errors": 0, "colab": 0,
     # data, model and loss: plain PyTorch
     "transforms": 1, "data": 1, "scenes": 1, "model": 1, "losses": 1, "metrics": 1, "functional": 1,
-    "checkpoints": 1, "pretraining": 1,
+    "checkpoints": 1, "pretraining": 1, "devices": 1,
     # what a run is: recipes, profiles and the spec that joins them
     "profiles": 2, "recipes": 2, "spec": 2,
     # the run folder: written by the engine, read by the views
@@ -29,7 +29,7 @@ LAYERS = {
     "plots": 5, "tables": 5, "gallery": 5, "explain": 5, "recipe_editor": 5, "report": 5, "widgets": 5,
     "pictures": 5, "pages": 5, "results": 5,
     # entry points
-    "notebooks": 6, "cli": 6, "__main__": 6, "__init__": 6,
+    "notebooks": 6, "headless": 6, "papermill_engine": 6, "cli": 6, "__main__": 6, "__init__": 6,
 }
 COMPOSER_MODULES = {"engine", "algorithms"}
 

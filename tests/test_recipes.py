@@ -147,3 +147,23 @@ def test_bad_values_in_code_name_the_field():
         Recipe(name="x", epochs=3, mixup_alpha=-1.0)
     with pytest.raises(ConfigError, match=r"field 'momentum' must be a number in \[0, 1\)"):
         dataclasses.replace(recipes.baseline(), momentum=1.5)
+
+
+def test_every_recipe_field_and_switch_is_described_once():
+    """The lab, its widgets and the tables read one description per field (recipes.FIELDS, SWITCHES)."""
+    from dataclasses import fields as dataclass_fields
+
+    from segkit.recipe_editor import FIRST_SETTINGS
+    from segkit.tables import FIELD_LABELS
+    from segkit.widgets import EDITABLE, RecipePicker
+
+    described = set(recipes.FIELDS)
+    assert described == {f.name for f in dataclass_fields(recipes.Recipe)} - {"name"}
+    for switch in recipes.SWITCHES.values():
+        assert set(switch.fields) <= described and switch.introduced_by in recipes.RECIPES
+        assert getattr(recipes.baseline(), switch.fields[0]) == switch.off or switch.introduced_by == "baseline"
+    assert FIELD_LABELS == {name: info.label for name, info in recipes.FIELDS.items()}
+    assert set(FIRST_SETTINGS) == {name for switch in recipes.SWITCHES.values() for name in switch.fields}
+    picker = RecipePicker("baseline")
+    assert set(picker.fields) == set(EDITABLE) and set(picker.switches) == set(recipes.SWITCHES)
+    assert {box.description for box in picker.fields.values() if box.description} <= set(FIELD_LABELS.values())

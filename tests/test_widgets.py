@@ -20,8 +20,8 @@ def test_picker_switch_changes_the_recipe_and_the_table():
     assert picker.recipe.sam_rho == 0.3 and not picker.fields["sam_rho"].disabled
     assert "SAM: radius rho" in picker.view.value and "font-weight:bold" in picker.view.value
     picker.fields["sam_rho"].value = 0.05
-    picker.schedule.value = "constant"
-    picker.channels_last.value = True
+    picker.fields["lr_schedule"].value = "constant"
+    picker.fields["channels_last"].value = True
     assert picker.recipe == dataclasses.replace(recipes.baseline(), name="custom", sam_rho=0.05,
                                                 sam_interval=2, lr_schedule="constant", channels_last=True)
 
@@ -40,7 +40,7 @@ def test_picker_start_from_resets_every_control():
     picker.start_from.value = "hot"
     assert picker.recipe == recipes.hot()
     assert all(box.value for box in picker.switches.values())
-    assert picker.fields["ema_half_life"].value == "2000ba" and picker.schedule.value == "cosine"
+    assert picker.fields["ema_half_life"].value == "2000ba" and picker.fields["lr_schedule"].value == "cosine"
 
 
 class RecordingJob:
