@@ -162,7 +162,7 @@ def test_every_recipe_field_and_switch_is_described_once():
     for switch in recipes.SWITCHES.values():
         assert set(switch.fields) <= described and switch.introduced_by in recipes.RECIPES
         assert getattr(recipes.baseline(), switch.fields[0]) == switch.off or switch.introduced_by == "baseline"
-    assert FIELD_LABELS == {name: info.label for name, info in recipes.FIELDS.items()}
+    assert {name: info.label for name, info in recipes.FIELDS.items()} == FIELD_LABELS
     assert set(FIRST_SETTINGS) == {name for switch in recipes.SWITCHES.values() for name in switch.fields}
     picker = RecipePicker("baseline")
     assert set(picker.fields) == set(EDITABLE) and set(picker.switches) == set(recipes.SWITCHES)
