@@ -1,21 +1,24 @@
-"""The wheels that bench/gpu_check.sh installs on a GPU machine with Python 3.12 and torch, but no
-Composer and no network.
+"""The wheels that bench/gpu_check.sh installs on the GPU machine, which has Python 3.12, torch 2.11
+and many packages, but no Composer, no Jupyter and no network.
 
-mosaicml 0.32.1 pins torch<2.7.1, so the GPU machine cannot install it with its dependencies next
-to its own (newer) torch: the bundle is installed with ``pip --no-deps --no-index``. It holds, at
-the versions this checkout's virtualenv runs, every distribution that segkit's training needs
-(mosaicml, torchvision, numpy, pillow, pyyaml: ``TRAINING_REQUIREMENTS``) and what they require in
-turn, read from the installed packages' metadata for CPython 3.12 on x86-64 Linux; what torch
-itself requires is left out, since the machine's torch came with it. Compiled wheels (numpy,
-pillow, pyyaml, psutil, torchvision, ...) are only installed where the machine lacks the
-package: its own build matches its torch.
+The bundle is segkit's requirements (pyproject.toml) and what they require in turn, read from the
+packages installed in this checkout's virtualenv and evaluated for CPython 3.12 on x86-64 Linux, at
+the versions installed here, less what the GPU machine already has (``DEVICE_PACKAGES``, the list of
+its image; torch, torchvision 0.26.0 built for its torch, numpy, pillow, pyyaml, matplotlib, ...):
+what the machine has is neither carried nor looked into, since its own requirements came with it.
+One exception, ``CARRIED_ANYWAY``: a package the machine has at a version the kit cannot use.
+mosaicml 0.32.1 pins torch<2.7.1, so the bundle installs with ``pip --no-deps --no-index`` beside the
+machine's torch.
 
     .venv/bin/python bench/gpu_bundle.py                   # download into bench/wheels/ (from PyPI)
     .venv/bin/python bench/gpu_bundle.py --out DIR         # or into DIR
-    python3 bench/gpu_bundle.py install WHEELS TARGET      # on the GPU machine (gpu_check.sh does this)
+    python3 bench/gpu_bundle.py check WHEELS               # one line: the bundle is complete, or what is missing
+    python3 bench/gpu_bundle.py install WHEELS TARGET      # on the GPU machine (gpu_check.sh does both)
 
-Building prints each wheel and the size of bundle plus repository (``git ls-files``), and fails
-if that is over ``SIZE_LIMIT_MB``: both travel to the GPU machine together.
+Building writes ``bundle.txt`` (the pins) beside the wheels, prints each wheel and the size of the
+bundle plus what else travels (the repository's files that git does not ignore), and fails if that
+is over ``SIZE_LIMIT_MB``. Only the standard library is imported at the top: ``check`` and
+``install`` run on the GPU machine before anything is installed.
 """
 
 from __future__ import annotations
@@ -28,24 +31,53 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-#: segkit's requirements (pyproject.toml) that training imports, torch aside. The notebook packages
-#: (plotly, anywidget, ipywidgets, ipykernel, papermill) are left out: the GPU check never opens one.
-TRAINING_REQUIREMENTS = ("mosaicml", "torchvision", "numpy", "pillow", "pyyaml")
-#: The distribution whose requirements the GPU machine already has installed.
-PREINSTALLED = "torch"
+#: The GPU machine's Python packages (/work/.library/device/KINDS.md, "Python packages already there",
+#: as read on 2026-11-17 on an nvidia-h200 machine): never carried, never looked into.
+_DEVICE_PACKAGE_LIST = """
+absl-py accelerate aiofiles aiohappyeyeballs aiohttp aiosignal annotated-doc anyio attrs botorch build certifi
+charset-normalizer chex click cloudpickle cmake colorama contourpy coverage cuda-bindings cuda-core
+cuda-pathfinder cuda-toolkit cupy-cuda13x cycler cython diffrax e3nn einops equinox etils execnet filelock
+flatbuffers flax fonttools formulaic frozenlist fsspec gpytorch grpcio h11 h5py hf-xet httpcore httpx
+huggingface-hub humanize hypothesis idna imageio iniconfig interface-meta jax jax-cuda13-pjrt jax-cuda13-plugin
+jaxlib jaxtyping jinja2 joblib kiwisolver lazy-loader lightning lightning-utilities linear-operator lineax
+llvmlite lxml markdown markdown-it-py markupsafe matplotlib mdurl meson ml-dtypes mpi4py mpmath msgpack
+multidict multipledispatch mypy-extensions nanobind narwhals networkx ninja numba numba-cuda numpy numpyro
+nvidia-cublas nvidia-cuda-cupti nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13 nvidia-cufft
+nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse nvidia-cusparselt-cu13 nvidia-ml-py
+nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx onnx onnx-ir onnxruntime onnxscript
+opencv-python-headless optax opt-einsum opt-einsum-fx optimistix orbax-checkpoint packaging pandas pathspec
+patsy peft pillow pip pluggy portalocker prometheus-client propcache protobuf psutil pyarrow pybind11
+py-cpuinfo pygments pyparsing pyproject-hooks pyre-extensions pytest pytest-benchmark pytest-cov pytest-mock
+pytest-timeout pytest-xdist python-dateutil pytorch-lightning pyyaml regex requests rich sacrebleu safetensors
+scikit-build-core scikit-image scikit-learn scipy seaborn sentencepiece sentence-transformers setuptools
+shellingham simplejson six sortedcontainers statsmodels sympy tabulate tensorboard tensorboard-data-server
+tensorstore threadpoolctl tifffile tiktoken timm tokenizers toolz torch torchaudio torchdiffeq torch-geometric
+torchmetrics torchvision tqdm transformers treescope triton typer typing-extensions typing-inspect urllib3
+uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl zipp
+"""
+DEVICE_PACKAGES = frozenset(_DEVICE_PACKAGE_LIST.split())
+#: Packages the GPU machine has at a version the kit cannot use, carried all the same (pure Python: the
+#: carried version shadows the machine's for the check's processes only), with the reason.
+CARRIED_ANYWAY = {
+    "torchmetrics": "mosaicml 0.32.1 requires torchmetrics<1.7.5; the machine has 1.9.0 (KINDS.md's pip list)",
+}
 #: The GPU machine's interpreter and platform, for the requirements' environment markers.
 TARGET_ENVIRONMENT = {
-    "python_version": "3.12", "python_full_version": "3.12.0", "implementation_name": "cpython",
+    "python_version": "3.12", "python_full_version": "3.12.3", "implementation_name": "cpython",
     "platform_python_implementation": "CPython", "sys_platform": "linux", "platform_system": "Linux",
     "platform_machine": "x86_64", "os_name": "posix",
 }
-#: pip's selectors for that interpreter: manylinux wheels for CPython 3.12, or pure-Python ones.
-TARGET_WHEEL_TAGS = ["--python-version", "3.12", "--implementation", "cp", "--abi", "cp312",
-                     "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64"]
-#: What may travel to the GPU machine: wheels and repository together.
+#: pip's selectors for that interpreter: manylinux wheels for CPython 3.12 (pip matches each glibc
+#: version exactly, so the common ones are named), or pure-Python ones.
+TARGET_WHEEL_TAGS = ["--python-version", "3.12", "--implementation", "cp", "--abi", "cp312", "--abi", "abi3",
+                     "--abi", "none", *(arg for tag in ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64",
+                                                          "manylinux_2_26_x86_64", "manylinux_2_17_x86_64",
+                                                          "manylinux2014_x86_64", "manylinux1_x86_64")
+                                         for arg in ("--platform", tag))]
+#: What may travel to the GPU machine, wheels and repository together (the device tool's limit is 64 MiB).
 SIZE_LIMIT_MB = 60
-#: torchvision built for the GPU machine's torch 2.11 (torchvision pairs each torch release with its own).
-TORCHVISION_FOR_TARGET_TORCH = "0.26.0"
+#: The list of pins written beside the wheels, which ``check`` compares the wheels with.
+MANIFEST = "bundle.txt"
 DEFAULT_OUT = REPO / "bench" / "wheels"
 
 
@@ -54,10 +86,19 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def requirement_closure(roots: tuple[str, ...]) -> dict[str, list]:
+def segkit_requirements() -> list[str]:
+    """The names of segkit's own requirements (pyproject.toml's ``dependencies``)."""
+    import tomllib
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return [Requirement(line).name for line in project["dependencies"]]
+
+
+def requirement_closure(roots: tuple[str, ...], stop_at: frozenset[str] = frozenset()) -> dict[str, list]:
     """Every distribution that ``roots`` need on the target, transitively, with the requirements
     naming it: ``{canonical name: [packaging Requirement, ...]}`` (a root's list is empty unless
-    another distribution requires it too).
+    another distribution requires it too). Names in ``stop_at`` are listed but not looked into.
 
     Raises:
         SystemExit: a needed distribution is not installed here, so its requirements are unknown.
@@ -68,7 +109,7 @@ def requirement_closure(roots: tuple[str, ...]) -> dict[str, list]:
     queue, seen = [(root, ()) for root in roots], set()
     while queue:
         name, extras = queue.pop()
-        if (canonical(name), extras) in seen:
+        if (canonical(name), extras) in seen or canonical(name) in stop_at:
             continue
         seen.add((canonical(name), extras))
         try:
@@ -86,42 +127,43 @@ def requirement_closure(roots: tuple[str, ...]) -> dict[str, list]:
 
 
 def bundle_pins() -> dict[str, str]:
-    """``{distribution: version}`` of the bundle: the training requirements' closure without torch's
-    own, at the versions installed here; torchvision at the build for the target's torch."""
-    preinstalled = requirement_closure((PREINSTALLED,))
-    pins = {name: importlib.metadata.version(name)
-            for name in requirement_closure(TRAINING_REQUIREMENTS) if name not in preinstalled}
-    pins["torchvision"] = TORCHVISION_FOR_TARGET_TORCH
-    return dict(sorted(pins.items()))
+    """``{distribution: version}`` of the bundle: the closure of segkit's requirements that the GPU
+    machine lacks (plus ``CARRIED_ANYWAY``), at the versions installed here."""
+    kept_out = DEVICE_PACKAGES - CARRIED_ANYWAY.keys()
+    closure = requirement_closure(tuple(segkit_requirements()), stop_at=kept_out)
+    return {name: importlib.metadata.version(name) for name in sorted(closure) if name not in kept_out}
 
 
-def repository_bytes() -> int:
-    """Bytes of the files git tracks (what the GPU machine's copy of the repository holds)."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    paths = [REPO / name for name in listed.decode().split("\0") if name]
+def travelling_bytes() -> int:
+    """Bytes of the repository's files that travel to the GPU machine: tracked, and untracked but not ignored."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, check=True).stdout
+    paths = {REPO / name for name in listed.decode().split("\0") if name}
     return sum(path.stat().st_size for path in paths if path.is_file())
 
 
 def build(out: Path) -> int:
-    """Download the bundle into ``out``; print its wheels and size. Returns the exit status."""
+    """Download the bundle into ``out`` and write its pins; print its wheels and size. Returns the exit status."""
     pins = bundle_pins()
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.whl"):
-        stale.unlink()
+    for stale in [*out.glob("*.whl"), out / MANIFEST]:
+        stale.unlink(missing_ok=True)
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *TARGET_WHEEL_TAGS,
-                    "--dest", str(out), "--quiet", *(f"{name}=={version}" for name, version in pins.items())],
-                   check=True)
+                    "--dest", str(out), "--quiet", "--disable-pip-version-check",
+                    *(f"{name}=={version}" for name, version in pins.items())], check=True)
     wheels = sorted(out.glob("*.whl"))
     missing = set(pins) - {wheel_distribution(wheel) for wheel in wheels}
     if missing:
         print(f"no wheel came for {', '.join(sorted(missing))}", file=sys.stderr)
         return 1
+    (out / MANIFEST).write_text("# bench/gpu_bundle.py's pins: one wheel each in this folder\n"
+                                + "".join(f"{name}=={version}\n" for name, version in pins.items()))
     for wheel in wheels:
         print(f"{wheel.stat().st_size / 1e6:7.2f} MB  {wheel.name}")
-    bundle, repository = sum(wheel.stat().st_size for wheel in wheels), repository_bytes()
+    bundle, repository = sum(wheel.stat().st_size for wheel in wheels), travelling_bytes()
     total_mb = (bundle + repository) / 1e6
     print(f"{len(wheels)} wheels {bundle / 1e6:.1f} MB + repository {repository / 1e6:.1f} MB = {total_mb:.1f} MB "
-          f"(limit {SIZE_LIMIT_MB} MB)")
+          f"(limit {SIZE_LIMIT_MB} MB; the device tool's is 64 MiB = 67.1 MB)")
     if total_mb > SIZE_LIMIT_MB:
         print(f"the bundle and the repository exceed {SIZE_LIMIT_MB} MB", file=sys.stderr)
         return 1
@@ -131,6 +173,30 @@ def build(out: Path) -> int:
 def wheel_distribution(wheel: Path) -> str:
     """The canonical distribution name of a wheel file (``name-version-...-tags.whl``)."""
     return canonical(wheel.name.split("-")[0])
+
+
+def wheel_version(wheel: Path) -> str:
+    return wheel.name.split("-")[1]
+
+
+def check(wheels_folder: Path) -> int:
+    """Whether ``wheels_folder`` holds the wheel of every pin of its ``bundle.txt``; one line either way."""
+    how = "build it here with `.venv/bin/python bench/gpu_bundle.py` and carry it (carry=[\"bench/wheels\"])"
+    manifest = wheels_folder / MANIFEST
+    if not manifest.is_file():
+        what = "is missing" if not wheels_folder.is_dir() else f"has no {MANIFEST}"
+        print(f"the wheel bundle {wheels_folder} {what}: {how}", file=sys.stderr)
+        return 1
+    pins = dict(line.split("==") for line in manifest.read_text().split("\n") if line and not line.startswith("#"))
+    present = {(wheel_distribution(w), wheel_version(w)) for w in wheels_folder.glob("*.whl")}
+    missing = [f"{name}=={version}" for name, version in pins.items()
+               if (name, version) not in present and (name, version.replace("-", "_")) not in present]
+    if missing:
+        print(f"the wheel bundle {wheels_folder} is incomplete: no wheel for {', '.join(missing)}; {how}",
+              file=sys.stderr)
+        return 1
+    print(f"wheel bundle {wheels_folder}: {len(pins)} wheels, as {MANIFEST} lists")
+    return 0
 
 
 def is_compiled(wheel: Path) -> bool:
@@ -166,7 +232,7 @@ def install(wheels_folder: Path, target: Path) -> int:
     if not chosen:
         return 0
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
-                           "--disable-pip-version-check", "--upgrade", "--target", str(target),
+                           "--no-compile", "--disable-pip-version-check", "--upgrade", "--target", str(target),
                            *map(str, chosen)])
     if done.returncode == 0:
         print(f"installed {len(chosen)} of {len(wheels)} wheels into {target}")
@@ -177,10 +243,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the wheels (default bench/wheels)")
+    checking = commands.add_parser("check", help="say in one line whether a bundle is complete")
+    checking.add_argument("wheels", type=Path)
     installing = commands.add_parser("install", help="install a bundle offline into a folder for PYTHONPATH")
     installing.add_argument("wheels", type=Path)
     installing.add_argument("target", type=Path)
     args = parser.parse_args()
+    if args.command == "check":
+        return check(args.wheels)
     if args.command == "install":
         return install(args.wheels, args.target)
     return build(args.out)

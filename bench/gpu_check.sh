@@ -1,27 +1,52 @@
 #!/usr/bin/env bash
-# The GPU check on a machine with Python 3.12 and torch but no Composer and no network, from the
-# repository root: installs the wheel bundle (bench/gpu_bundle.py, built beforehand where PyPI is
-# reachable) next to the machine's torch, then runs bench/gpu_check.py within 8 minutes in all.
+# The GPU check on the lent GPU machine (Python 3.12 and torch 2.11, no Composer, no Jupyter, no network),
+# from the repository root. It must carry the wheel bundle, built here beforehand where PyPI is reachable:
 #
-#   bash bench/gpu_check.sh            # all output on stdout; results in $OUT/gpu_check.json if OUT is set
+#   .venv/bin/python bench/gpu_bundle.py                                             # here: bench/wheels/
+#   run(command="bash bench/gpu_check.sh", carry=["bench/wheels"], timeout_s=480)    # the device tool
+#   bash bench/gpu_check.sh --parts evaluate,notebook    # a subset (gpu_check.py --help lists the parts)
+#   bash bench/gpu_check.sh --cpu                        # the CPU mode, with this checkout's .venv, no bundle
 #
-# PYTHON (default python3) picks the interpreter, WHEELS (default bench/wheels) the bundle; other
+# It checks the bundle first (one line and exit 2 when bench/wheels is missing or incomplete), installs
+# it beside the machine's torch, then runs bench/gpu_check.py. Everything it prints also goes to
+# $OUT/gpu_check.log, and the check rewrites $OUT/gpu_check.json after every part, so a run killed at
+# its time limit still returns what ran (OUT defaults to /tmp/gpu_check). TOTAL_SECONDS bounds the
+# whole; the parts are sized for about 5 minutes. PYTHON picks the interpreter (default python3; with
+# --cpu .venv/bin/python where it exists), WHEELS the bundle (default bench/wheels); the other
 # arguments go to gpu_check.py.
-set -euo pipefail
-exec 2>&1
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
-# 480 s in all, less a margin for starting and ending; the check gets what the install leaves.
-TOTAL_SECONDS=450
+TOTAL_SECONDS=450  # within the device tool's 10 minutes a command; the parts' guessed sum is about 300
+OUT=${OUT:-/tmp/gpu_check}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
+export PYTHONUNBUFFERED=1
+
+cpu=0
+for arg in "$@"; do
+    [ "$arg" = "--cpu" ] && cpu=1
+done
+
+if command -v nvidia-smi >/dev/null 2>&1; then
+    echo "gpu_check.sh: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
+else
+    echo "gpu_check.sh: no nvidia-smi here"
+fi
+
+if [ "$cpu" = 1 ]; then
+    if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
+    PYTHON=${PYTHON:-python3}
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    "$PYTHON" bench/gpu_check.py --json "$OUT/gpu_check.json" "$@"
+    exit $?
+fi
+
 PYTHON=${PYTHON:-python3}
+WHEELS=${WHEELS:-bench/wheels}
+"$PYTHON" bench/gpu_bundle.py check "$WHEELS" || exit 2
 site=$(mktemp -d "${TMPDIR:-/tmp}/segkit-site.XXXXXX")
 trap 'rm -rf "$site"' EXIT
-
-"$PYTHON" bench/gpu_bundle.py install "${WHEELS:-bench/wheels}" "$site"
+"$PYTHON" bench/gpu_bundle.py install "$WHEELS" "$site" || { echo "gpu_check.sh: installing $WHEELS failed"; exit 2; }
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-
-json=()
-if [ -n "${OUT:-}" ]; then
-    json=(--json "$OUT/gpu_check.json")
-fi
-"$PYTHON" bench/gpu_check.py --budget $((TOTAL_SECONDS - SECONDS)) "${json[@]}" "$@"
+"$PYTHON" bench/gpu_check.py --budget $((TOTAL_SECONDS - SECONDS)) --json "$OUT/gpu_check.json" "$@"
