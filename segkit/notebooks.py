@@ -380,10 +380,7 @@ def check_job(job: Job) -> None:
         raise ConfigError("parameter save_folder is empty; give a folder for run folders, e.g. 'runs'")
     if job.gpus < 0:
         raise ConfigError(f"parameter gpus must be 0 (every visible GPU) or more, got {job.gpus}")
-    try:
-        job.launch  # noqa: B018 (checks the GPU count against this machine and the global batch)
-    except ConfigError as error:
-        raise ConfigError(f"parameter {error}" if str(error).split(" ", 1)[0] in PARAMETERS else str(error)) from None
+    job.launch  # noqa: B018 (checks gpus, nodes and ranks, against this machine and the global batch)
     try:
         job.spec()  # duration, weights, and real data for a profile that needs it
     except ConfigError as error:  # the spec names its field; here that field is a notebook parameter

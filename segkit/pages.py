@@ -105,6 +105,9 @@ def page_html(notebook: str | Path, plotly_src: str = PLOTLY_FILE) -> str:
     # The template loads require.js and MathJax from a CDN: the notebooks use neither (no math), and
     # require.js would make plotly.js register as an AMD module instead of window.Plotly.
     body = re.sub(r"<script[^>]*\bsrc=[\"']https?://[^>]*>\s*</script>", "", body)
+    # Remote pictures (the "Open in Colab" badge) become their alt text: the page loads nothing from the network.
+    body = re.sub(r"<img[^>]*\bsrc=[\"']https?://[^>]*\balt=[\"']([^\"']*)[\"'][^>]*>", r"\1", body)
+    body = re.sub(r"<img[^>]*\balt=[\"']([^\"']*)[\"'][^>]*\bsrc=[\"']https?://[^>]*>", r"\1", body)
     script = f"<script src='{html.escape(plotly_src)}' charset='utf-8'></script>"
     return body.replace("<head>", f"<head>\n{script}", 1)
 

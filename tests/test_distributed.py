@@ -115,7 +115,7 @@ def test_a_save_folder_that_is_not_shared_is_a_one_line_error_on_every_node(tmp_
     outputs = [node.communicate(timeout=300)[0] for node in nodes]
     for rank, (node, output) in enumerate(zip(nodes, outputs, strict=True)):
         assert node.returncode != 0, output[-2000:]
-        expected = (f"segkit: error: save folder {tmp_path / 'node0'} is not shared by every process: rank 1 on "
+        expected = (f"segkit: error: save folder {tmp_path / f'node{rank}'} is not shared by every process: rank 1 on "
                     f"{socket.gethostname()} does not see what rank 0 wrote in two-nodes/")
         assert expected in output, (rank, output[-3000:])
     assert not (tmp_path / "node0" / "two-nodes" / "checkpoints").exists()  # nothing trained

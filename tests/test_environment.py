@@ -56,7 +56,8 @@ def test_binder_matches_pyproject_with_cpu_torch():
 def front_end_pins() -> dict[str, str]:
     """The exact pins of the test extra: the front end the browser tests drive."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pins = {Requirement(line).name: str(Requirement(line).specifier) for line in project["optional-dependencies"]["test"]}
+    extra = project["optional-dependencies"]["test"]
+    pins = {Requirement(line).name: str(Requirement(line).specifier) for line in extra}
     return {name: pin for name, pin in pins.items() if pin.startswith("==")}
 
 

@@ -239,8 +239,10 @@ def test_a_failed_notebook_is_named_with_its_cell_and_the_others_stay(tmp_path, 
 
 @pytest.mark.parametrize("values,error,message", [
     ({"profile": "tpu"}, ConfigError, "unknown profile 'tpu'"),
-    ({"gpus": 2}, ConfigError, "parameter gpus is 2, but profile 'cpu' trains on the CPU"),
-    ({"gpus": 0}, ConfigError, "parameter gpus must be at least 1"),
+    ({"gpus": -1}, ConfigError, r"parameter gpus must be 0 \(every visible GPU\) or more, got -1"),
+    ({"gpus": 3}, ConfigError, r"profile 'cpu': its global batch 8 does not split over 3 processes .*; pass gpus 2"),
+    ({"nodes": 2}, ConfigError, "more than one node needs master_addr and master_port"),
+    ({"node_rank": 1}, ConfigError, r"node_rank must be in 0 .. 0 \(nodes is 1\), got 1"),
     ({"seed": True}, ConfigError, r"parameter seed must be an integer, got True \(bool\)"),
     ({"seed": -1}, ConfigError, r"parameter seed must be in \[0, 2\*\*32\)"),
     ({"duration": 10}, ConfigError, "parameter duration must be a string, got 10 .an integer.; write it in"),

@@ -223,7 +223,7 @@ def test_bad_recipe_file_from_the_cli(text, message, tmp_path, existing_run):
     (["--data", "/nonexistent/ade"], r"segkit: error: data root /nonexistent/ade does not exist"),
     (["--profile", "laptop"], r"segkit: error: unknown profile 'laptop'"),
     (["--seed", "x"], r"segkit train: error: argument --seed: invalid int value: 'x'"),
-    (["--gpus", "0"], r"segkit: error: --gpus must be at least 1, got 0"),
+    (["--gpus", "-1"], r"segkit: error: gpus must be at least 1, got -1"),
     (["--duration", "soon"], r"segkit: error: duration 'soon' must be a positive number"),
 ])
 def test_cli_errors_are_one_line(args, message, existing_run):

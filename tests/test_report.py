@@ -7,8 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from segkit.report import Outcome
-from segkit.report import summary_html, write_summary
+from segkit.report import Outcome, summary_html, write_summary
 from segkit.runs import Run
 from tests.conftest import skip_or_fail
 
