@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
@@ -156,7 +157,8 @@ class Context:
     work: Path  # run folders and the small set of the kill/resume part
     deadline: float  # time.monotonic() at which the budget ends
     out: Path | None = None  # where the JSON goes; the executed notebook is copied there too
-    # what one part leaves for another: "microbatch" (hot's search found it), "hot_run" (its folder)
+    # what the parts share: "device_name"; from hot: "microbatch" (its search's), "hot_run" (the run folder),
+    # "hot_stopped_early"
     measured: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def seconds_left(self) -> float:
@@ -782,6 +784,8 @@ def check_notebook(ctx: Context) -> dict[str, Any]:
                   "duration": ctx.sizes.notebook_duration, "save_folder": str(save)}
     started = time.monotonic()
     failure = None
+    # papermill cannot parse the notebook's commented parameter lines for its own listing; they inject fine
+    logging.getLogger("papermill").addFilter(lambda record: not record.getMessage().startswith("Unable to parse"))
     with current_python_kernel() as kernel:
         try:
             execute_notebook(NOTEBOOKS_DIR / f"{NOTEBOOK}.ipynb", output, parameters, kernel,
