@@ -784,8 +784,10 @@ def check_notebook(ctx: Context) -> dict[str, Any]:
                   "duration": ctx.sizes.notebook_duration, "save_folder": str(save)}
     started = time.monotonic()
     failure = None
-    # papermill cannot parse the notebook's commented parameter lines for its own listing; they inject fine
-    logging.getLogger("papermill").addFilter(lambda record: not record.getMessage().startswith("Unable to parse"))
+    # papermill skips, with a note, the parameter lines whose comment holds a second "=" (gpus, master_port);
+    # that only leaves them out of its own listing (--help-notebook): they are injected all the same
+    logging.getLogger("papermill.translators").addFilter(
+        lambda record: not record.getMessage().startswith("Unable to parse line"))
     with current_python_kernel() as kernel:
         try:
             execute_notebook(NOTEBOOKS_DIR / f"{NOTEBOOK}.ipynb", output, parameters, kernel,
