@@ -1,6 +1,7 @@
 """The notebooks' side of segkit: their parameters, training from a notebook, and running them all.
 
-Every notebook has one papermill ``parameters`` cell of literals, and its next code cell is
+Every notebook starts with a setup cell (it installs segkit on Colab, and does nothing elsewhere), then
+one papermill ``parameters`` cell of literals, and its next code cell is
 
     job = notebooks.start(globals(), recipe="hot")
 
@@ -10,7 +11,7 @@ and returns a ``Job``. ``job.train()`` then trains the notebook's recipe with li
 the kernel on one device, or, with ``gpus`` above 1, through Composer's launcher (one process
 per GPU, DDP), with the curves read from the run's ``metrics.json`` as it grows.
 
-Notebook 04 compares the four runs; its first code cell is ``notebooks.start_results(globals())``,
+Notebook 04 compares the four runs; its cell after the parameters is ``notebooks.start_results(globals())``,
 which takes the same parameters plus ``run_folders`` and returns a ``Results``.
 
 The main job that runs the notebooks headless, ``segkit notebooks``, is ``segkit.headless``.

@@ -77,7 +77,9 @@ def summary_html(outcomes: Sequence[Outcome], folder: Path) -> str:
 <h1>segkit: baseline, mild, medium and hot, compared</h1>
 <p>Profile <b>{html.escape(profile)}</b>, data {html.escape(data)}, seed {first.get('seed', '?')};
 written {when}; the notebooks took {duration_text(total)} in all.
-Numbers on a small profile show how the recipes behave, not the published mIoU: those need the
+Numbers on a small profile are this machine's runs in a regime far from the article's (a smaller model,
+image and schedule, 16 classes): they are not the published mIoU and need not move the same way
+(<code>docs/recipe-study.md</code> says where they differ). The published numbers need the
 <code>a100</code> profile on ADE20k.</p>
 <h2>Results</h2>
 {results}
