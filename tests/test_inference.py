@@ -88,3 +88,28 @@ def test_evaluate_with_test_time_augmentation(finished_run):
     assert augmented["miou"] != single["miou"]
     done = run_segkit("evaluate", str(finished_run.folder), "--augmented")
     assert done.returncode == 0 and f"mIoU {augmented['miou']:.2f}" in done.stdout, done.stderr
+
+
+def test_evaluation_runs_where_the_run_trained_or_where_asked(finished_run, monkeypatch):
+    """A CPU run evaluates on the CPU; a GPU run's folder read here (no CUDA) evaluates on the CPU too;
+    asking for CUDA where there is none is one line."""
+    from segkit.devices import torch_device
+
+    model, run = load_model(finished_run.folder)
+    assert next(model.parameters()).device == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert torch_device("gpu") == torch.device("cpu")
+        with pytest.raises(ConfigError, match="device 'cuda': CUDA is not available here; use device 'cpu'"):
+            evaluate(finished_run.folder, device="cuda")
+    scores = evaluate(finished_run.folder, device="cpu", batch_size=3)  # another batch size: the same scores
+    assert scores["miou"] == pytest.approx(run.final["miou"], abs=1e-3)
+
+
+@pytest.mark.gpu
+def test_evaluation_on_cuda_with_the_runs_precision(finished_run):
+    """On a GPU machine: the same run evaluated on CUDA (fp32 here: its profile's precision) agrees with the CPU."""
+    model, _ = load_model(finished_run.folder, device="cuda")
+    assert next(model.parameters()).is_cuda
+    on_gpu, on_cpu = evaluate(finished_run.folder, device="cuda"), evaluate(finished_run.folder, device="cpu")
+    assert on_gpu["miou"] == pytest.approx(on_cpu["miou"], abs=0.5)
+    assert evaluate(finished_run.folder, device="cuda", augmented=True)["miou"] > 0
