@@ -805,8 +805,9 @@ def check_notebook(ctx: Context) -> dict[str, Any]:
     training = next(cell for cell in code if "job.train(" in cell.source)
     figures = [o for o in training.outputs if PLOTLY_MIME in o.get("data", {})]
     expect(len(figures) == 1, f"{NOTEBOOK}'s training cell has {len(figures)} plotly figures, not the final one")
-    (run_folder,) = [folder for folder in save.iterdir() if (folder / METRICS_FILE).is_file()]
-    run = Run.load(run_folder)
+    folders = [folder for folder in save.iterdir() if (folder / METRICS_FILE).is_file()]
+    expect(len(folders) == 1, f"{NOTEBOOK} left {len(folders)} run folders in {save}, not its one run")
+    run = Run.load(folders[0])
     traces = {trace.get("name"): trace for trace in figures[0]["data"][PLOTLY_MIME]["data"]}
     plotted = traces.get(f"{run.name} mIoU", {}).get("y")
     expect(plotted == [entry["miou"] for entry in run.history],
