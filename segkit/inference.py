@@ -116,8 +116,7 @@ def evaluate(run_folder: str | Path, data: str | Path | None = None, split: str 
     if full_set.num_classes != num_classes:
         raise ConfigError(f"{full_set.root} has {full_set.num_classes} classes; the run was trained on {num_classes}")
     on_gpu = where.type == "cuda"
-    if batch_size is None:
-        batch_size = profile["global_batch_size"] // run.info.get("world_size", 1) if on_gpu else 16
+    batch_size = batch_size or 16
     workers = profile["num_workers"] if on_gpu else 0
     loader = DataLoader(dataset, batch_size=max(1, batch_size), num_workers=workers, pin_memory=on_gpu,
                         multiprocessing_context=worker_context() if workers else None)

@@ -162,3 +162,26 @@ def test_papermills_command_line_runs_the_segkit_engine_headless(tmp_path, kerne
     assert book.cells[0].outputs[0]["text"] == "1\n"  # the kernel runs headless: live curves stay quiet
     readme = (REPO / "README.md").read_text()
     assert "papermill --engine segkit notebooks/03_hot.ipynb" in readme
+
+
+LATE_IDLE = '''\
+import time
+kernel = get_ipython().kernel
+publish = kernel._publish_status
+def late_idle(status, *args, **kwargs):  # a loaded machine: this cell's 'idle' comes 3 s after its reply
+    if status == "idle" and not delayed:
+        delayed.append(status)
+        time.sleep(3)
+    return publish(status, *args, **kwargs)
+delayed = []
+kernel._publish_status = late_idle
+'''
+
+
+def test_a_late_idle_after_the_reply_does_not_fail_a_healthy_cell(tmp_path, kernel):
+    """papermill's client raises when 'idle' comes more than its IOPub timeout after the reply; segkit's warns."""
+    source = write_notebook(tmp_path / "late.ipynb", LATE_IDLE, "print('next cell')")
+    watchdogs = Watchdogs(reply_poll=0.2, start_grace=1.0, idle_grace=1.0, iopub_grace=1)
+    execute_notebook(source, tmp_path / "out.ipynb", {}, kernel, watchdogs=watchdogs)
+    book = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert book.cells[1].outputs[0]["text"] == "next cell\n"

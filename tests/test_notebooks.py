@@ -293,3 +293,11 @@ def test_more_than_one_process_trains_through_the_launcher(tmp_path, scenes_root
     result = job.train()
     assert result.run.status == "finished" and result.run.info["world_size"] == 2
     assert (tmp_path / "baseline-tiny-seed17-2ba" / "recipe.yaml").is_file()
+
+
+@pytest.mark.parametrize("name", [*NOTEBOOKS, RESULTS_NOTEBOOK])
+def test_papermill_reads_every_parameter_of_the_notebooks(name):
+    """`papermill --help-notebook` lists every parameter (a comment with '=' would hide its line)."""
+    inferred = papermill.inspect_notebook(NOTEBOOKS_DIR / f"{name}.ipynb")
+    expected = {*notebooks.PARAMETERS, *(["run_folders"] if name == RESULTS_NOTEBOOK else [])}
+    assert set(inferred) == expected
