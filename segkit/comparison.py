@@ -57,17 +57,18 @@ class Claim:
 def passes(run: Run, entry: dict[str, Any]) -> int:
     """Forward-backward passes up to a history entry: one per step, two on a SAM step.
 
-    SAM runs on steps ``k`` with ``k % sam_interval == 0`` (k = 1, 2, ...), so ``step // interval``
-    of the first ``step`` steps are SAM steps.
+    SAM's steps are counted by ``segkit.functional.sam_steps``, the rule ``SAMOptimizer`` steps by.
 
     Example:
         >>> run = Run(".", info={"plan": {"sam_rho": 0.3, "sam_interval": 2}})
         >>> passes(run, {"step": 10})
         15
     """
+    from segkit.functional import sam_steps
+
     plan = run.info.get("plan", {})
     step = int(entry["step"])
-    return step + (step // plan["sam_interval"] if plan.get("sam_rho") is not None else 0)
+    return step + (sam_steps(step, plan["sam_interval"]) if plan.get("sam_rho") is not None else 0)
 
 
 def cost(run: Run, entry: dict[str, Any], axis: str = "wall_time") -> float:

@@ -71,6 +71,24 @@ def mix_batch(images: torch.Tensor, masks: torch.Tensor, mixing: float,
 
 
 
+def is_sam_step(step: int, interval: int) -> bool:
+    """Whether training step ``step`` (1, 2, ...) is a SAM step: every ``interval``-th one.
+
+    The one statement of the rule: ``SAMOptimizer`` steps by it, and ``sam_steps`` counts by it.
+    """
+    return step % interval == 0
+
+
+def sam_steps(steps: int, interval: int) -> int:
+    """How many of the first ``steps`` training steps are SAM steps (``is_sam_step``).
+
+    Example:
+        >>> sam_steps(10, 2), sum(is_sam_step(k, 2) for k in range(1, 11))
+        (5, 5)
+    """
+    return steps // interval
+
+
 class SAMOptimizer(torch.optim.Optimizer):
     """Sharpness-aware minimization around a base optimizer, safe to checkpoint and resume.
 
@@ -100,7 +118,7 @@ class SAMOptimizer(torch.optim.Optimizer):
         self.step_index = 0  # batches trained before the current one; set by the SAM algorithm
 
     def is_sam_step(self) -> bool:
-        return (self.step_index + 1) % self.interval == 0
+        return is_sam_step(self.step_index + 1, self.interval)
 
     @torch.no_grad()
     def step(self, closure=None):
