@@ -125,7 +125,7 @@ class WatchfulClient(PapermillNotebookClient):
                             raise self._stalled(cell, f"the kernel is alive but did not start this cell within "
                                                       f"{2 * watchdogs.start_grace:g} s") from None
                         # A new request makes a kernel read its shell socket again; no get_msg is pending now.
-                        self.kc.kernel_info()
+                        await ensure_async(self.kc.kernel_info())
                         kicked, sent = True, now
                     if task_poll_output_msg.done():
                         idle_since = idle_since or now
