@@ -22,8 +22,8 @@ from segkit import colab
 from segkit.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK
 from segkit.plots import PLOTLY_MIME, LiveCurves, mimebundle
 from segkit.runs import Run
-from tests.conftest import REPO, skip_or_fail, subprocess_env
-from tests.test_browser import chromium_path
+from tests.conftest import REPO, subprocess_env
+from tests.test_browser import browser  # noqa: F401 (a fixture)
 
 NAMES = [*NOTEBOOKS, RESULTS_NOTEBOOK]
 #: How the cell tells Colab, written the same in segkit.colab.in_colab.
@@ -131,36 +131,27 @@ def test_live_curves_ship_plotly_js_once_and_with_the_final_figure(captured_disp
 
 
 @pytest.fixture(scope="module")
-def offline_page():
-    """A function that opens an HTML file in headless Chromium with every non-file request blocked,
-    and returns the page and the list of blocked URLs."""
-    path = chromium_path()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_or_fail("playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
+def offline_page(browser):  # noqa: F811 (the browser tests' fixture)
+    """A function that opens an HTML file in headless Chromium (the browser tests' own) with every
+    non-file request blocked, and returns the page and the list of blocked URLs."""
 
-        def open_offline(file: Path):
-            context = browser.new_context()
-            blocked: list[str] = []
+    def open_offline(file: Path):
+        context = browser.new_context()
+        blocked: list[str] = []
 
-            def only_files(route):
-                if route.request.url.startswith("file:"):
-                    route.continue_()
-                else:
-                    blocked.append(route.request.url)
-                    route.abort()
+        def only_files(route):
+            if route.request.url.startswith("file:"):
+                route.continue_()
+            else:
+                blocked.append(route.request.url)
+                route.abort()
 
-            context.route("**/*", only_files)
-            page = context.new_page()
-            page.goto(file.as_uri())
-            return page, blocked
+        context.route("**/*", only_files)
+        page = context.new_page()
+        page.goto(file.as_uri())
+        return page, blocked
 
-        yield open_offline
-        browser.close()
+    return open_offline
 
 
 def write_page(path: Path, *fragments: str) -> Path:
