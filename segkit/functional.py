@@ -132,28 +132,38 @@ class SAMOptimizer(torch.optim.Optimizer):
             return loss
         loss = closure(ddp_sync=False)  # gradient at w, local to this GPU as in the SAM paper
         if loss:
-            perturbation = self._climb()
+            # With several processes each climbs its own e(w); (w + e) - e rounds differently on each, and
+            # the replicas would drift apart (and a run resumed from rank 0's weights would differ), so
+            # there w itself is kept and put back. One process keeps the subtraction its runs were made with.
+            replicas = torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1
+            perturbation = self._climb(keep_weights=replicas)
             try:
                 ascent_ok = closure(loss_dict={})  # gradient at w + e(w); its loss is not logged
             finally:
                 # Back to w even when the second pass raises: Composer's automatic microbatching
                 # catches an out-of-memory error there and retries the step from these weights.
-                for param, e_w in perturbation.items():
-                    param.sub_(e_w)
+                for param, (e_w, w) in perturbation.items():
+                    if w is None:
+                        param.sub_(e_w)
+                    else:
+                        param.copy_(w)
             if ascent_ok:
                 self.base_optimizer.step()
         return loss
 
-    def _climb(self) -> dict[torch.Tensor, torch.Tensor]:
-        """Move every parameter to ``w + e(w)``; return the ``e(w)`` applied."""
+    def _climb(self, keep_weights: bool = False) -> dict[torch.Tensor, tuple[torch.Tensor, torch.Tensor | None]]:
+        """Move every parameter to ``w + e(w)``; return, per parameter, the ``e(w)`` applied and (with
+        ``keep_weights``) a copy of ``w``."""
         params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
         grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
         scale = self.rho / (grad_norm + self.epsilon)
         perturbation = {}
         for param in params:
             e_w = param.grad * scale.to(param)
+            kept = param.detach().clone() if keep_weights else None
             param.add_(e_w)
-            perturbation[param] = e_w
+            perturbation[param] = (e_w, kept)
         return perturbation
 
     def load_state_dict(self, state_dict: dict) -> None:
