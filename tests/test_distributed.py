@@ -145,7 +145,7 @@ def test_two_nodes_killed_mid_run_resume_with_the_history_of_an_uninterrupted_ru
         time.sleep(0.2)
     for node in nodes:
         os.killpg(node.pid, signal.SIGKILL)  # the launcher and its training process: no cleanup
-        node.wait()
+        node.communicate()
     interrupted = Run.load(tmp_path / "killed" / "two-nodes")
     assert 1 <= len(interrupted.history) < len(whole.history)
 
