@@ -143,6 +143,7 @@ def test_results_notebook_names_a_missing_run_folder(tmp_path, kernel_env):
     output = tmp_path / "out.ipynb"
     with pytest.raises(papermill.PapermillExecutionError) as failure:
         papermill.execute_notebook(NOTEBOOKS_DIR / f"{RESULTS_NOTEBOOK}.ipynb", output, progress_bar=False,
+                                   engine_name="segkit",
                                    parameters={"profile": "tiny", "run_folders": str(tmp_path / "nowhere")})
     assert failure.value.ename == "DataError" and "nowhere is not a run folder" in failure.value.evalue
 
@@ -186,7 +187,7 @@ def test_bad_parameter_stops_the_notebook_in_its_first_code_cell(tmp_path, kerne
     output = tmp_path / "out.ipynb"
     with pytest.raises(papermill.PapermillExecutionError) as failure:  # as `papermill ... -p seed abc`
         papermill.execute_notebook(NOTEBOOKS_DIR / "03_hot.ipynb", output, parameters={"seed": "abc"},
-                                   progress_bar=False, cwd=tmp_path)
+                                   engine_name="segkit", progress_bar=False, cwd=tmp_path)
     book = nbformat.read(output, as_version=4)
     failed = next(cell for cell in code_cells(book) if cell.metadata.papermill.status == "failed")
     assert "notebooks.start(globals()" in failed.source

@@ -397,7 +397,8 @@ def test_killed_notebook_resumes_when_run_again(scenes_root, tmp_path, monkeypat
     a ``sitecustomize`` loaded by the kernel kills papermill and itself); the same command again resumes."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     save_folder = tmp_path / "runs"
-    command = [sys.executable, "-m", "papermill", str(REPO / "notebooks" / "03_hot.ipynb"), str(tmp_path / "out.ipynb"),
+    command = [sys.executable, "-m", "papermill", "--engine", "segkit", str(REPO / "notebooks" / "03_hot.ipynb"),
+               str(tmp_path / "out.ipynb"),
                "-p", "profile", "tiny", "-p", "data_root", str(scenes_root), "-p", "duration", DURATION,
                "-p", "run_name", "killed", "-p", "save_folder", str(save_folder), "--no-progress-bar"]
     killer = tmp_path / "killer"
