@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 from tests.conftest import REPO, subprocess_env
 
@@ -58,4 +57,3 @@ def test_a_fifth_recipe_is_one_function_and_one_line(tmp_path, scenes_root):
     assert any(line.startswith("spicy") and "mixup_alpha=1.0" in line for line in listing)
     assert "trained spicy-tiny-seed17-2ba" in done.stdout
     assert (tmp_path / "runs" / "spicy-tiny-seed17-2ba" / "model.pt").is_file()
-    assert not (Path(REPO) / "runs" / "spicy-tiny-seed17-2ba").exists()
