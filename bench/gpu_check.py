@@ -1,4 +1,4 @@
-"""The GPU check: the reference job's mechanics and speed on one GPU, in about five minutes.
+"""The GPU check: the reference job's mechanics and speed on one GPU, in about six minutes.
 
 Meant for a machine with Python 3.12 and torch but no Composer, no Jupyter and no network
 (bench/gpu_check.sh installs the wheels of bench/gpu_bundle.py first). It trains on generated scenes
@@ -107,18 +107,18 @@ class Sizes:
     part_seconds: dict[str, float]  # about how long each part takes: a part is skipped if less is left
 
 
-#: Guesses: no part has run on a GPU yet. Sized so that all parts take about 5 minutes with the scenes
-#: (about 15 s on 16 cores) and the bundle's install (about 15 s): the first GPU run's "seconds" replace them.
-#: The tolerances are guesses too. The two evaluations of model.pt differ in batch composition under fp16
-#: autocast; the resume floors allow a few of the kill-resume run's 4,096 validation pixels to flip, and a
-#: loss to move in its third decimal, when two uninterrupted runs happen to agree exactly.
+#: Each part's seconds as measured on an H200 on 2026-11-30 (docs/gpu-check/), where the scenes took about
+#: 30 s on 16 cores and the bundle's install about 15 s: about 340 s in all. The tolerances: the two
+#: evaluations of model.pt differ in batch composition under fp16 autocast (0.0007 points there); the
+#: resume floors allow a few of the kill-resume run's 4,096 validation pixels to flip, and a loss to move
+#: in its third decimal, when two uninterrupted runs happen to agree exactly (there they differed by 1.0).
 GPU_SIZES = Sizes(
     device="gpu", budget_s=420, scenes=(512, 128, 512, 640), hot_steps=20, hot_time_cap_s=60, profile_steps=4,
     timed_steps=8, mfu_precisions=("bf16", "fp16"), eval_tolerance=1.0, resume_floor_percent=0.5,
     resume_floor_other=0.01, launch_profile="a100", launch_processes=1, notebook_profile="a100",
     notebook_duration="4ba",
-    part_seconds={"hot": 75, "evaluate": 15, "throughput": 20, "gpu-profile": 25, "launcher": 45, "notebook": 60,
-                  "kill-resume": 40},
+    part_seconds={"hot": 70, "evaluate": 15, "throughput": 15, "gpu-profile": 20, "launcher": 100, "notebook": 65,
+                  "kill-resume": 30},
 )
 #: On the CPU the tolerances are zero where the arithmetic repeats exactly (one thread count, fp32).
 CPU_SIZES = Sizes(

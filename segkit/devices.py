@@ -20,6 +20,10 @@ from segkit.errors import ConfigError
 PRECISIONS = {"cpu": ("fp32",), "gpu": ("fp32", "amp_fp16", "amp_bf16")}
 #: Autocast dtypes of Composer's mixed precisions.
 _AUTOCAST = {"amp_fp16": torch.float16, "amp_bf16": torch.bfloat16}
+#: CUDA's upsampling kernels index a tensor with 32-bit integers, so a microbatch's full-resolution
+#: logits (images x classes x height x width) must stay under this many elements. Seen on an H200: one
+#: GPU's whole batch of 128 at 512 px and 150 classes, then Composer's halved 64, were both refused.
+CUDA_ELEMENT_LIMIT = 2**31 - 1
 
 
 def check_device_settings(device: str, precision: str, microbatch_size: int | str) -> None:
@@ -32,6 +36,36 @@ def check_device_settings(device: str, precision: str, microbatch_size: int | st
     if microbatch_size == "auto" and device != "gpu":
         raise ConfigError("microbatch_size 'auto' finds the size by running out of GPU memory; on the CPU give "
                           "a number")
+
+
+def largest_microbatch(device_batch: int, num_classes: int, image_size: int) -> int:
+    """The largest divisor of ``device_batch`` whose logits stay under ``CUDA_ELEMENT_LIMIT`` elements.
+
+    Composer's automatic microbatching starts from the whole per-device batch and halves it only on
+    running out of memory, which a large GPU does not: this is where it starts instead.
+
+    Example:
+        >>> largest_microbatch(128, 150, 512), largest_microbatch(16, 150, 512)
+        (32, 16)
+    """
+    fits = max(1, CUDA_ELEMENT_LIMIT // (num_classes * image_size * image_size))
+    return max(size for size in range(1, min(device_batch, fits) + 1) if device_batch % size == 0)
+
+
+def check_microbatch(microbatch_size: int | str, device_batch: int, num_classes: int, image_size: int) -> int:
+    """The microbatch a run starts with: ``largest_microbatch`` for "auto", else the given size if it fits.
+
+    Raises:
+        ConfigError: a fixed microbatch whose logits are too many elements for CUDA's kernels.
+    """
+    largest = largest_microbatch(device_batch, num_classes, image_size)
+    if microbatch_size == "auto":
+        return largest
+    if microbatch_size * num_classes * image_size**2 > CUDA_ELEMENT_LIMIT:
+        raise ConfigError(f"microbatch_size {microbatch_size} makes logits of {microbatch_size} x {num_classes} "
+                          f"classes x {image_size}^2 px, over the 2^31 elements CUDA's kernels index; use "
+                          f"{largest} or less, or 'auto'")
+    return min(microbatch_size, device_batch)
 
 
 def visible_gpus() -> int:

@@ -36,6 +36,7 @@ from torchmetrics import Metric
 from segkit import checkpoints
 from segkit.algorithms import build_algorithms, evaluated_weights
 from segkit.data import ADE20k, build_loaders
+from segkit.devices import check_microbatch
 from segkit.errors import ConfigError, RunError, SegkitError
 from segkit.losses import SegmentationLoss
 from segkit.metrics import MeanIoU, PixelAccuracy, confusion_matrix, iou_per_class, mean_iou
@@ -331,12 +332,8 @@ def train(
     if profile.global_batch_size % world:
         raise ConfigError(f"the global batch {profile.global_batch_size} does not split over {world} processes")
     device_batch = profile.global_batch_size // world
-    microbatch = profile.microbatch_size if profile.device == "gpu" else min(profile.microbatch_size, device_batch)
     if world > 1:  # now, so that every process takes the run folder's decisions together (open_shared_run)
         dist.initialize_dist(profile.device, timeout=DIST_TIMEOUT_SECONDS)
-    if rank == 0 and print_progress:
-        print(f"{run_name}: {world} process(es) on {profile.device}, global batch {profile.global_batch_size} = "
-              f"{device_batch} per process, in microbatches of {microbatch}", flush=True)
 
     data_root = spec.data_folder()
     # The built-in sets are a few hundred small images: kept decoded in the one process that loads them,
@@ -344,9 +341,14 @@ def train(
     keep_decoded = spec.data == "scenes" and profile.num_workers == 0
     train_set = ADE20k(data_root, "training", train_transform(profile.image_size), keep_decoded)
     val_set = ADE20k(data_root, "validation", eval_transform(profile.image_size), keep_decoded)
+    microbatch = check_microbatch(profile.microbatch_size, device_batch, train_set.num_classes, profile.image_size)
+    if rank == 0 and print_progress:
+        size = f"auto, from {microbatch}" if profile.microbatch_size == "auto" else microbatch
+        print(f"{run_name}: {world} process(es) on {profile.device}, global batch {profile.global_batch_size} = "
+              f"{device_batch} per process, in microbatches of {size}", flush=True)
     train_loader, val_loader = build_loaders(
         train_set, val_set, device_batch, seed, num_workers=profile.num_workers,
-        pin_memory=profile.device == "gpu", world_size=world, rank=rank)
+        pin_memory=profile.device == "gpu", world_size=world, rank=rank, eval_batch=microbatch)
     if len(train_loader) == 0:
         raise ConfigError(f"{data_root} has {len(train_set)} training images, fewer than one batch of "
                           f"{device_batch} per device; add images or use a smaller profile")
@@ -413,12 +415,14 @@ def train(
                 seed=seed,
                 device=profile.device,
                 precision=profile.precision,
-                device_train_microbatch_size=microbatch,
+                device_train_microbatch_size=profile.microbatch_size if profile.microbatch_size == "auto" else microbatch,
                 load_path=str(folder / CHECKPOINT_FILE) if resuming else None,
                 progress_bar=progress_bar,
                 log_to_console=False,
                 python_log_level=None,
             )
+            if profile.microbatch_size == "auto":  # Composer would start from the whole device batch
+                trainer.state.device_train_microbatch_size = microbatch
             try:
                 fit(trainer, run)
             finally:

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from segkit import recipes
+from segkit.devices import CUDA_ELEMENT_LIMIT, check_microbatch
 from segkit.errors import ConfigError
 from segkit.profiles import (
     GPU_BASELINE_SECONDS,
@@ -73,3 +74,18 @@ def test_the_gpu_profiles_baseline_takes_about_an_hour_at_the_assumed_speed():
     epochs = recipes.scale(recipes.baseline(), "gpu").epochs
     hours = epochs * 20_210 * REFERENCE_TRAIN_FLOPS_PER_IMAGE / GPU_THROUGHPUT_ASSUMPTION / 3600
     assert epochs == 5 and 0.9 < hours < 1.2
+
+
+def test_one_gpu_with_the_whole_reference_batch_starts_in_microbatches_cuda_can_index():
+    # Seen on an H200: automatic microbatching tried the whole 128 (then 64) and CUDA's upsampling refused
+    # logits of over 2^31 elements. 128 x 150 x 512^2 is 5.0e9; 32 is the largest divisor under the limit.
+    assert check_microbatch("auto", 128, 150, 512) == 32
+    assert check_microbatch("auto", 16, 150, 512) == 16  # the reference's 8 GPUs: the whole device batch
+    assert check_microbatch(8, 4, 16, 64) == 4  # never more than the batch
+    assert 54 * 150 * 512**2 <= CUDA_ELEMENT_LIMIT < 55 * 150 * 512**2
+
+
+def test_a_fixed_microbatch_over_the_limit_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match=r"^microbatch_size 64 makes logits of 64 x 150 classes x 512\^2 px, "
+                                          r"over the 2\^31 elements CUDA's kernels index; use 32 or less, or 'auto'$"):
+        check_microbatch(64, 128, 150, 512)
