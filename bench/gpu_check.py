@@ -350,10 +350,10 @@ def forward_flops_per_image(profile, num_classes: int = 150) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from segkit.model import deeplabv3plus
+    from segkit.model import build_model
 
     with torch.device("meta"):
-        model = deeplabv3plus(profile.backbone, num_classes, profile.output_stride, head_channels=profile.head_channels)
+        model = build_model(profile, num_classes)
     images = torch.empty(2, 3, profile.image_size, profile.image_size, device="meta")  # BatchNorm needs 2
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(images)
@@ -366,10 +366,10 @@ def time_training_step(profile, precision: str, batch: int, steps: int, num_clas
     import torch
 
     from segkit.losses import SegmentationLoss
-    from segkit.model import deeplabv3plus
+    from segkit.model import build_model
 
     device = torch.device("cuda" if profile.device == "gpu" else "cpu")
-    model = deeplabv3plus(profile.backbone, num_classes, profile.output_stride, head_channels=profile.head_channels)
+    model = build_model(profile, num_classes)
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     images = torch.randn(batch, 3, profile.image_size, profile.image_size, device=device)

@@ -32,9 +32,9 @@ from measure import host_line, interleaved_seconds, matmul_gflops
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from segkit.data import ADE20k
+from segkit.data import open_dataset
 from segkit.losses import SegmentationLoss
-from segkit.model import deeplabv3plus
+from segkit.model import build_model
 from segkit.profiles import get_profile
 from segkit.scenes import builtin_scenes
 from segkit.transforms import normalize, train_transform
@@ -90,9 +90,8 @@ def main() -> None:
     print(host_line(), flush=True)
     matmul = matmul_gflops() * 1e9
     torch.manual_seed(0)
-    dataset = ADE20k(builtin_scenes(), "training", train_transform(profile.image_size))
-    model = deeplabv3plus(profile.backbone, dataset.num_classes, profile.output_stride,
-                          head_channels=profile.head_channels).train()
+    dataset = open_dataset(builtin_scenes(), "training", train_transform(profile.image_size))
+    model = build_model(profile, dataset.num_classes).train()
     loss_fn = SegmentationLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batch = profile.global_batch_size
@@ -106,7 +105,7 @@ def main() -> None:
 
     last_model = copy.deepcopy(model).to(memory_format=torch.channels_last)  # weights in the same layout
     last_optimizer = torch.optim.SGD(last_model.parameters(), lr=0.01, momentum=0.9)
-    kept = ADE20k(builtin_scenes(), "training", train_transform(profile.image_size), keep_decoded=True)
+    kept = open_dataset(builtin_scenes(), "training", train_transform(profile.image_size), keep_decoded=True)
     for index in range(len(kept)):  # as after the first epoch of a run: every pair kept
         kept.load(index)
     kept_loader = DataLoader(kept, batch_size=batch, shuffle=True, drop_last=True)

@@ -31,9 +31,11 @@ from pathlib import Path
 
 from measure import host_line
 
+import segkit.notebooks
+
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["00_baseline", "01_mild", "02_medium", "03_hot", "04_results"]
-RECIPES = {"00_baseline": "baseline", "01_mild": "mild", "02_medium": "medium", "03_hot": "hot"}
+RECIPES = dict(segkit.notebooks.NOTEBOOKS)  # notebook -> the recipe it trains
+NOTEBOOKS = [*RECIPES, segkit.notebooks.RESULTS_NOTEBOOK]
 BINDER_LIMIT_GIB = 2.0
 
 #: Run in a fresh interpreter: execute one notebook, print its seconds and its kernel's peak memory.

@@ -48,10 +48,10 @@ import torch
 from composer.optim import DecoupledSGDW
 from measure import host_line
 
-from segkit.data import ADE20k, build_loaders
+from segkit.data import build_loaders, open_dataset
 from segkit.engine import train
 from segkit.losses import SegmentationLoss
-from segkit.model import deeplabv3plus
+from segkit.model import build_model
 from segkit.plots import CurveData
 from segkit.profiles import get_profile
 from segkit.spec import RunSpec, run_spec
@@ -121,13 +121,12 @@ def plain_steps(spec: RunSpec, clock: StepClock) -> None:
     """Train ``clock.total_steps`` steps of the same model, loader, loss and optimizer in a plain loop."""
     profile, recipe = spec.profile, spec.scaled_recipe()
     data_root = spec.data_folder()
-    train_set = ADE20k(data_root, "training", train_transform(profile.image_size))
-    val_set = ADE20k(data_root, "validation", eval_transform(profile.image_size))
+    train_set = open_dataset(data_root, "training", train_transform(profile.image_size))
+    val_set = open_dataset(data_root, "validation", eval_transform(profile.image_size))
     loader, _ = build_loaders(train_set, val_set, profile.global_batch_size, spec.seed,
                               num_workers=profile.num_workers)
     torch.manual_seed(spec.seed)
-    model = deeplabv3plus(profile.backbone, train_set.num_classes, profile.output_stride,
-                          head_channels=profile.head_channels)
+    model = build_model(profile, train_set.num_classes)
     loss_fn = SegmentationLoss(recipe.ce_weight, recipe.dice_weight)
     optimizer = DecoupledSGDW(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                               weight_decay=recipe.weight_decay)

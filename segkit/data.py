@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import tv_tensors
 
 from segkit.errors import DataError
+from segkit.transforms import training_labels
 
 #: The splits of ADEChallengeData2016.
 SPLITS = ("training", "validation")
@@ -47,8 +48,9 @@ def read_class_names(root: Path) -> tuple[str, ...] | None:
     return tuple(row[-1].strip() for row in rows)
 
 
-def find_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
-    """List ``(image, annotation)`` pairs of a split, checking the layout and the pairing."""
+def check_layout(root: Path, split: str) -> tuple[Path, Path]:
+    """The image and annotation folders of a split in the ADEChallengeData2016 layout, or the one error
+    that says what is missing."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if not root.is_dir():
@@ -63,6 +65,12 @@ def find_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
                     "; expected images/{training,validation} and annotations/{training,validation}")
             raise DataError(f"data root {root} is not in the ADEChallengeData2016 layout: "
                             f"{folder.relative_to(root)}/ is missing{hint}")
+    return image_dir, label_dir
+
+
+def find_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
+    """List ``(image, annotation)`` pairs of a split, checking the layout and the pairing."""
+    image_dir, label_dir = check_layout(root, split)
     images = {p.stem: p for p in image_dir.iterdir()
               if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
     labels = {p.stem: p for p in label_dir.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith(".")}
@@ -183,8 +191,57 @@ class ADE20k(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.load(index)
         if self.transform is None:
-            return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long() - 1
+            return image.as_subclass(torch.Tensor), training_labels(mask)
         return self.transform(image, mask)
+
+    @staticmethod
+    def layout_matches(root: Path) -> bool:
+        """Whether ``root`` is in the ADEChallengeData2016 layout (its ``images/training`` exists)."""
+        return (root / "images" / "training").is_dir()
+
+    @staticmethod
+    def check_layout(root: Path) -> None:
+        """Raise the one-line ``DataError`` of ``check_layout`` if a split's folders are missing."""
+        for split in SPLITS:
+            check_layout(root, split)
+
+
+#: Dataset formats by name: a ``Dataset`` class called as ``(root, split, transform, keep_decoded)``, with
+#: ``num_classes`` and ``class_names``, and static ``layout_matches(root)`` and ``check_layout(root)``.
+#: ``open_dataset`` detects the format and a run folder records its name; a new format (a Cityscapes
+#: layout) is one entry here. The first entry is the default, whose errors a root in no layout gets.
+DATASET_FORMATS: dict[str, type[Dataset]] = {"ade20k": ADE20k}
+
+
+def dataset_format(root: str | Path) -> str:
+    """The name of the first format whose layout ``root`` is in; the default (first) format if none is."""
+    root = Path(root).expanduser()
+    return next((name for name, dataset in DATASET_FORMATS.items() if dataset.layout_matches(root)),
+                next(iter(DATASET_FORMATS)))
+
+
+def check_data_root(root: str | Path) -> str:
+    """The format of the data at ``root``, its layout checked (one-line ``DataError`` otherwise)."""
+    name = dataset_format(root)
+    DATASET_FORMATS[name].check_layout(Path(root).expanduser())
+    return name
+
+
+def open_dataset(root: str | Path, split: str, transform: Callable | None = None, format: str | None = None,
+                 keep_decoded: bool = False) -> Dataset:
+    """One split of the dataset at ``root``, in ``format`` (a key of ``DATASET_FORMATS``; None: detected).
+
+    Example:
+        >>> import tempfile
+        >>> from segkit.scenes import write_scenes
+        >>> root = write_scenes(tempfile.mkdtemp(), train_images=2, val_images=1)
+        >>> dataset_format(root), len(open_dataset(root, "validation"))
+        ('ade20k', 1)
+    """
+    name = format or dataset_format(root)
+    if name not in DATASET_FORMATS:
+        raise DataError(f"unknown dataset format {name!r}; choose one of {', '.join(DATASET_FORMATS)}")
+    return DATASET_FORMATS[name](Path(root).expanduser(), split, transform, keep_decoded)
 
 
 def worker_context() -> multiprocessing.context.BaseContext | None:

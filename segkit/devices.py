@@ -72,6 +72,24 @@ def visible_gpus() -> int:
     return torch.cuda.device_count()
 
 
+def check_available(device: str) -> None:
+    """Refuse to train on a device kind this machine does not have, in one line."""
+    if device == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("trains on CUDA GPUs and none is available; use --profile cpu")
+
+
+def check_processes(device: str, processes: int) -> None:
+    """Refuse more processes per node than this machine has devices for (one process per GPU)."""
+    if device == "gpu" and processes > visible_gpus():
+        raise ConfigError(f"gpus is {processes} but this machine has {visible_gpus()} visible CUDA GPU(s); "
+                          f"pass gpus {visible_gpus()} or fewer")
+
+
+def pins_memory(device: str) -> bool:
+    """Whether loaders pin host memory: for copies to a GPU."""
+    return device == "gpu"
+
+
 def default_processes(device: str) -> int:
     """Processes per node when the caller names none: every visible GPU, or one on the CPU.
 

@@ -35,12 +35,12 @@ from torchmetrics import Metric
 
 from segkit import checkpoints
 from segkit.algorithms import build_algorithms, evaluated_weights
-from segkit.data import ADE20k, build_loaders
-from segkit.devices import check_microbatch
+from segkit.data import build_loaders, dataset_format, open_dataset
+from segkit.devices import check_available, check_microbatch, pins_memory
 from segkit.errors import ConfigError, RunError, SegkitError
 from segkit.losses import SegmentationLoss
 from segkit.metrics import MeanIoU, PixelAccuracy, confusion_matrix, iou_per_class, mean_iou
-from segkit.model import deeplabv3plus
+from segkit.model import build_model
 from segkit.pretraining import backbone_init
 from segkit.profiles import Profile
 from segkit.recipes import Recipe
@@ -325,9 +325,10 @@ def train(
     spec = recipe if isinstance(recipe, RunSpec) else run_spec(recipe, profile, data, seed, duration, weights)
     profile, recipe, seed = spec.profile, spec.recipe, spec.seed
     run_name = check_run_name(run_name or spec.run_name)
-    if profile.device == "gpu" and not torch.cuda.is_available():
-        raise ConfigError(f"profile {profile.name!r} trains on CUDA GPUs and none is available; "
-                          f"use --profile cpu")
+    try:
+        check_available(profile.device)
+    except ConfigError as error:
+        raise ConfigError(f"profile {profile.name!r} {error}") from None
     world, rank = dist.get_world_size(), dist.get_global_rank()
     if profile.global_batch_size % world:
         raise ConfigError(f"the global batch {profile.global_batch_size} does not split over {world} processes")
@@ -339,8 +340,9 @@ def train(
     # The built-in sets are a few hundred small images: kept decoded in the one process that loads them,
     # every epoch after the first skips decoding, with the same results (docs/benchmarks.md).
     keep_decoded = spec.data == "scenes" and profile.num_workers == 0
-    train_set = ADE20k(data_root, "training", train_transform(profile.image_size), keep_decoded)
-    val_set = ADE20k(data_root, "validation", eval_transform(profile.image_size), keep_decoded)
+    data_format = dataset_format(data_root)
+    train_set = open_dataset(data_root, "training", train_transform(profile.image_size), data_format, keep_decoded)
+    val_set = open_dataset(data_root, "validation", eval_transform(profile.image_size), data_format, keep_decoded)
     microbatch = check_microbatch(profile.microbatch_size, device_batch, train_set.num_classes, profile.image_size)
     if rank == 0 and print_progress:
         size = f"auto, from {microbatch}" if profile.microbatch_size == "auto" else microbatch
@@ -348,7 +350,7 @@ def train(
               f"{device_batch} per process, in microbatches of {size}", flush=True)
     train_loader, val_loader = build_loaders(
         train_set, val_set, device_batch, seed, num_workers=profile.num_workers,
-        pin_memory=profile.device == "gpu", world_size=world, rank=rank, eval_batch=microbatch)
+        pin_memory=pins_memory(profile.device), world_size=world, rank=rank, eval_batch=microbatch)
     if len(train_loader) == 0:
         raise ConfigError(f"{data_root} has {len(train_set)} training images, fewer than one batch of "
                           f"{device_batch} per device; add images or use a smaller profile")
@@ -365,7 +367,7 @@ def train(
             "recipe": dataclasses.asdict(recipe),
             "plan": dataclasses.asdict(scaled),
             "profile": dataclasses.asdict(profile),
-            "data": {"root": str(data_root.resolve()), "train_images": len(train_set),
+            "data": {"root": str(data_root.resolve()), "format": data_format, "train_images": len(train_set),
                      "val_images": len(val_set), "num_classes": train_set.num_classes,
                      "class_names": list(train_set.class_names)},
             "seed": seed,
@@ -381,11 +383,10 @@ def train(
             return RunResult.of(run, resumed=True)
 
         reproducibility.seed_all(seed)  # model init is part of the run
-        module = deeplabv3plus(
-            profile.backbone, train_set.num_classes, profile.output_stride,
+        module = build_model(
+            profile, train_set.num_classes,
             # a resumed run takes its weights from the checkpoint: no download, no file needed
-            weights=None if resuming else backbone_init(spec.backbone_weights, profile.backbone),
-            head_channels=profile.head_channels)
+            weights=None if resuming else backbone_init(spec.backbone_weights, profile.backbone))
         if profile.sync_batchnorm and world > 1:
             module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
         model = SegmentationModel(module, train_set.num_classes,
@@ -415,7 +416,7 @@ def train(
                 seed=seed,
                 device=profile.device,
                 precision=profile.precision,
-                device_train_microbatch_size=profile.microbatch_size if profile.microbatch_size == "auto" else microbatch,
+                device_train_microbatch_size="auto" if profile.microbatch_size == "auto" else microbatch,
                 load_path=str(folder / CHECKPOINT_FILE) if resuming else None,
                 progress_bar=progress_bar,
                 log_to_console=False,

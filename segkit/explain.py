@@ -34,7 +34,7 @@ from plotly.subplots import make_subplots
 from torch.nn import functional as F
 
 from segkit import recipes
-from segkit.data import ADE20k
+from segkit.data import open_dataset
 from segkit.functional import SAMOptimizer, ema_smoothing, mix_batch
 from segkit.gallery import blend_masks, colorize, legend, palette, picture_table, to_picture
 from segkit.inference import evaluate, load_model
@@ -122,7 +122,7 @@ def missing_class_losses(mask: torch.Tensor, num_classes: int, confidence: float
 
 def first_mask(root: str | Path, size: int = 64, split: str = "validation") -> tuple[torch.Tensor, int]:
     """The first mask of a dataset at ``size`` pixels, and the number of classes."""
-    dataset = ADE20k(root, split, eval_transform(size))
+    dataset = open_dataset(root, split, eval_transform(size))
     return dataset[0][1], dataset.num_classes
 
 
@@ -230,7 +230,7 @@ def mixup_example(root: str | Path, first: int = 0, second: int = 1, mixing: flo
         ``image_a``, ``image_b``, ``mixed`` (``(H, W, 3)`` uint8), ``mask_a``, ``mask_b``
         (``(H, W)``), ``weight_a`` (the share of the first image, ``1 - mixing``).
     """
-    dataset = ADE20k(root, "validation", eval_transform(size))
+    dataset = open_dataset(root, "validation", eval_transform(size))
     (image_a, mask_a), (image_b, mask_b) = dataset[first], dataset[second]
     images, masks = torch.stack([image_a, image_b]), torch.stack([mask_a, mask_b])
     mixed, target = mix_batch(images, masks, mixing, permutation=torch.tensor([1, 0]))
@@ -406,7 +406,7 @@ def ema_against_raw_figure(run: Run) -> go.Figure:
 
 def training_batch(root: str | Path, size: int, count: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``count`` training images and masks at the evaluation resize."""
-    dataset = ADE20k(root, "training", eval_transform(size))
+    dataset = open_dataset(root, "training", eval_transform(size))
     images, masks = zip(*(dataset[i] for i in range(min(count, len(dataset)))), strict=True)
     return torch.stack(images), torch.stack(masks)
 
@@ -544,7 +544,7 @@ def aspp_figure(root: str | Path, image_size: int, output_stride: int, index: in
 
     Filled markers read the image; open markers fall beyond it and read zero padding.
     """
-    dataset = ADE20k(root, "validation", eval_transform(image_size))
+    dataset = open_dataset(root, "validation", eval_transform(image_size))
     image = to_picture(dataset[index][0])
     figure = go.Figure(go.Image(z=image))
     symbols = ["circle", "square", "diamond"]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from segkit.data import ADE20K_CLASSES, ADE20K_PALETTE, ADE20k
+from segkit.data import ADE20K_CLASSES, ADE20K_PALETTE, open_dataset
 from segkit.errors import ConfigError
 from segkit.inference import load_model, predict
 from segkit.transforms import eval_transform
@@ -126,7 +126,7 @@ def legend(class_names: Sequence[str], colors: np.ndarray) -> str:
 
 def samples_html(root: str | Path, split: str = "training", count: int = 6, size: int = 96) -> str:
     """A few images of a dataset with their masks, and the class legend (for a first look at data)."""
-    dataset = ADE20k(root, split, eval_transform(size))
+    dataset = open_dataset(root, split, eval_transform(size))
     colors = palette(dataset.class_names)
     rows = []
     for index in range(min(count, len(dataset))):
@@ -152,7 +152,7 @@ class Predictions:
     def __init__(self, run_folder: str | Path, data: str | Path | None = None):
         self.model, self.run = load_model(run_folder)
         size = self.run.info["profile"]["image_size"]
-        self.dataset = ADE20k(data or self.run.info["data"]["root"], "validation", eval_transform(size))
+        self.dataset = self.run.dataset("validation", eval_transform(size), data)
         self.colors = palette(self.dataset.class_names)
 
     def __len__(self) -> int:

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from segkit import checkpoints
-from segkit.data import ADE20k, worker_context
+from segkit.data import worker_context
 from segkit.devices import autocast, torch_device
 from segkit.errors import ConfigError
 from segkit.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
-from segkit.model import deeplabv3plus
+from segkit.model import build_model
 from segkit.runs import WEIGHTS_FILE, Run
 from segkit.transforms import eval_transform, normalize
 
@@ -83,8 +83,7 @@ def load_model(run_folder: str | Path, device: str | torch.device | None = None)
     """
     run = Run.load(run_folder)
     profile = run.info["profile"]
-    module = deeplabv3plus(profile["backbone"], run.info["data"]["num_classes"], profile["output_stride"],
-                           head_channels=profile["head_channels"])
+    module = build_model(profile, run.info["data"]["num_classes"])
     checkpoints.load_weights(run.folder / WEIGHTS_FILE, module)
     return module.eval().to(torch_device(profile["device"], device)), run
 
@@ -108,7 +107,7 @@ def evaluate(run_folder: str | Path, data: str | Path | None = None, split: str 
     module, run = load_model(run_folder, device)
     where = module_device(module)
     profile = run.info["profile"]
-    dataset = ADE20k(data or run.info["data"]["root"], split, eval_transform(profile["image_size"]))
+    dataset = run.dataset(split, eval_transform(profile["image_size"]), data)
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     num_classes = run.info["data"]["num_classes"]

@@ -10,7 +10,9 @@ Read bottom-up: layers, then the head, then the backbone, then the model and its
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -278,13 +280,42 @@ def deeplabv3plus(
     return model
 
 
+#: Segmentation networks by name, as a profile's ``architecture`` names them: each is called as
+#: ``build(backbone, num_classes, output_stride, weights, head_channels=...)`` and maps ``(N, 3, H, W)``
+#: images to ``(N, num_classes, H, W)`` logits. A new network is one entry here (docs/architecture.md).
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"deeplabv3plus": deeplabv3plus}
+#: The architecture of a run folder that records none (written before the setting existed).
+DEFAULT_ARCHITECTURE = "deeplabv3plus"
+
+
+def build_model(settings: Any, num_classes: int, weights: str | Path | None = None) -> nn.Module:
+    """The network a profile describes: a ``Profile``, or a run folder's record of one (``info["profile"]``).
+
+    Example:
+        >>> from segkit.profiles import get_profile
+        >>> type(build_model(get_profile("tiny"), num_classes=4)).__name__
+        'DeepLabV3Plus'
+        >>> type(build_model({"backbone": "resnet10", "output_stride": 16, "head_channels": 8}, 4)).__name__
+        'DeepLabV3Plus'
+    """
+    def read(key: str, default: Any = None) -> Any:
+        return settings.get(key, default) if isinstance(settings, Mapping) else getattr(settings, key, default)
+
+    architecture = read("architecture") or DEFAULT_ARCHITECTURE
+    if architecture not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture](read("backbone"), num_classes, read("output_stride"), weights,
+                                       head_channels=read("head_channels"))
+
+
 def _stage_channels(stage: nn.Sequential) -> int:
     """Output channels of a ResNet stage: those of its last BatchNorm."""
     return [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
 
 
-def weight_norm(backbone: str, num_classes: int, output_stride: int, head_channels: int, seed: int = 0) -> float:
-    """The L2 norm of all of DeepLabV3+'s weights at (Kaiming) initialization.
+def weight_norm(backbone: str, num_classes: int, output_stride: int, head_channels: int, seed: int = 0,
+                architecture: str = DEFAULT_ARCHITECTURE) -> float:
+    """The L2 norm of all of a network's weights at initialization (DeepLabV3+'s: Kaiming).
 
     SAM's radius rho is a distance in weight space, so ``segkit.recipes.scale`` keeps rho's share of
     this norm from the reference model to a smaller one. With millions of weights the norm at
@@ -296,6 +327,7 @@ def weight_norm(backbone: str, num_classes: int, output_stride: int, head_channe
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = deeplabv3plus(backbone, num_classes, output_stride, head_channels=head_channels)
+        model = build_model({"architecture": architecture, "backbone": backbone, "output_stride": output_stride,
+                             "head_channels": head_channels}, num_classes)
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.detach())
                                                        for p in model.parameters()])))

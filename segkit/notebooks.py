@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from segkit import recipes
+from segkit.data import check_data_root
 from segkit.errors import ConfigError, DataError, RunError, SegkitError, one_line
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
@@ -263,6 +264,20 @@ class Results:
         return found
 
 
+    def ce_only_baseline(self) -> Run | None:
+        """The finished baseline trained with cross-entropy alone in notebook 00's lab (the Dice switch
+        off), with these parameters, if there is one."""
+        from segkit.recipe_editor import RecipeEditor
+
+        editor = RecipeEditor("baseline")
+        editor.set("dice", False)
+        folder = Path(self.job.save_folder).expanduser() / self.job.spec(editor.recipe).run_name
+        if not (folder / METRICS_FILE).is_file():
+            return None
+        run = Run.load(folder)
+        return run if run.status == "finished" and run.history else None
+
+
 def start_results(namespace: dict[str, Any]) -> Results:
     """Check notebook 04's parameters (its globals) and return its ``Results``; as ``start``."""
     one_line_errors()
@@ -387,10 +402,11 @@ def check_job(job: Job) -> None:
     except ConfigError as error:  # the spec names its field; here that field is a notebook parameter
         named = str(error).split(" ", 1)[0] in PARAMETERS
         raise ConfigError(f"parameter {error}" if named else str(error)) from None
-    if job.data_root and not (Path(job.data_root).expanduser() / "images" / "training").is_dir():
-        raise DataError(f"parameter data_root {job.data_root!r} is not an extracted ADEChallengeData2016 "
-                        f"(it has no images/training folder); give the folder that holds images/ and "
-                        f"annotations/")
+    if job.data_root:
+        try:
+            check_data_root(job.data_root)
+        except DataError as error:
+            raise DataError(f"parameter data_root: {error}") from None
 
 
 def one_line_errors() -> None:

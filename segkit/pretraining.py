@@ -36,9 +36,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from segkit.data import ADE20k
+from segkit.data import open_dataset
 from segkit.errors import ConfigError, WeightsError
-from segkit.model import BACKBONES, deeplabv3plus, kaiming_init
+from segkit.model import BACKBONES, build_model, kaiming_init
 from segkit.scenes import GENERATOR_VERSION, builtin_scenes
 from segkit.transforms import eval_transform, normalize
 
@@ -130,7 +130,7 @@ def pretext_network(settings: PretrainingSettings, num_classes: int) -> tuple[nn
         resnet.fc = nn.Linear(resnet.fc.in_features, num_classes)
         resnet.apply(kaiming_init)
         return resnet, resnet
-    network = deeplabv3plus(settings.backbone, num_classes, output_stride=16, head_channels=128)
+    network = build_model({"backbone": settings.backbone, "output_stride": 16, "head_channels": 128}, num_classes)
     return network, network.backbone
 
 
@@ -152,7 +152,7 @@ def pretrain(settings: PretrainingSettings, out: str | Path, *, log=print) -> Pa
     out = Path(out)
     start = time.monotonic()
     root = builtin_scenes(train_images=settings.images, val_images=1, seed=settings.data_seed)
-    dataset = ADE20k(root, "training", eval_transform(settings.image_size))
+    dataset = open_dataset(root, "training", eval_transform(settings.image_size))
     pairs = [dataset[index] for index in range(len(dataset))]  # decoded once: a few MB
     images = torch.stack([image for image, _ in pairs])  # (N, 3, S, S) uint8
     masks = torch.stack([mask for _, mask in pairs])  # (N, S, S) int64

@@ -11,6 +11,8 @@ first release's laptop regime, trained from scratch; ``tiny`` is for tests and s
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 from segkit.errors import ConfigError
@@ -36,7 +38,10 @@ class Profile:
     num_workers: int  # DataLoader worker processes per device
     sync_batchnorm: bool  # BatchNorm statistics over all GPUs (the reference's yaml: true)
     device: str  # "cpu" or "gpu"
-    sam_rho_scale: float  # SAM's rho multiplier: this model's weight norm at init over the reference model's
+    # SAM's rho multiplier: this model's weight norm at init over the reference model's; None computes it
+    # (rho_scale), so a profile with a new backbone or head needs no number pasted in
+    sam_rho_scale: float | None = None
+    architecture: str = "deeplabv3plus"  # the network, a key of segkit.model.ARCHITECTURES
 
 
 #: FLOPs to train on one image of the reference model (DeepLabV3+ ResNet-101, output stride 8, 512x512,
@@ -52,6 +57,12 @@ GPU_THROUGHPUT_ASSUMPTION = 40e12
 GPU_BASELINE_SECONDS = 3600
 #: Images the reference baseline trains on: 128 epochs of ADE20k's 20,210 training images.
 REFERENCE_BASELINE_IMAGES = 128 * 20_210
+#: The reference model's weight norm at initialization (DeepLabV3+ ResNet-101, output stride 8, head 512,
+#: 150 classes: segkit.model.weight_norm, seed 0); tests/test_recipes.py computes it again.
+REFERENCE_WEIGHT_NORM = 438.91
+#: Classes of the model whose norm a computed sam_rho_scale uses: the built-in scenes' (the classifier
+#: is a small part of the norm: with ADE20k's 150 the cpu profile's ratio moves from 0.3008 to 0.3021).
+RHO_SCALE_CLASSES = 16
 
 
 def gpu_epoch_scale(flops_per_second: float = GPU_THROUGHPUT_ASSUMPTION) -> float:
@@ -76,7 +87,7 @@ PROFILES = {
         name="a100", image_size=512, backbone="resnet101", output_stride=8, head_channels=512,
         weights="imagenet", global_batch_size=128, microbatch_size="auto", precision="amp_fp16",
         epoch_scale=1.0, default_data=None, scenes_train_images=20210, scenes_val_images=2000,
-        num_workers=8, sync_batchnorm=True, device="gpu", sam_rho_scale=1.0,
+        num_workers=8, sync_batchnorm=True, device="gpu", sam_rho_scale=1.0,  # the reference model: 1
     ),
     # One GPU (a workshop's JupyterHub, a lent H100): the reference model, data and batch, the baseline in
     # about an hour. The batch stays 128 so that lr 0.08 and the step-counted EMA and SAM mean what they
@@ -96,7 +107,7 @@ PROFILES = {
         name="cpu", image_size=64, backbone="resnet10", output_stride=16, head_channels=128,
         weights="scenes", global_batch_size=8, microbatch_size=8, precision="fp32",
         epoch_scale=40 / 128, default_data="scenes", scenes_train_images=200, scenes_val_images=96,
-        num_workers=0, sync_batchnorm=False, device="cpu", sam_rho_scale=0.301,
+        num_workers=0, sync_batchnorm=False, device="cpu",
     ),
     # The first release's laptop regime, kept to show why the regime matters: ResNet-10 from scratch,
     # batch 16, 16 epochs (192 steps). The recipes do not rank as published here (docs/recipe-study-scratch.md).
@@ -104,30 +115,50 @@ PROFILES = {
         name="scratch", image_size=64, backbone="resnet10", output_stride=16, head_channels=128,
         weights=None, global_batch_size=16, microbatch_size=16, precision="fp32",
         epoch_scale=1 / 8, default_data="scenes", scenes_train_images=200, scenes_val_images=96,
-        num_workers=0, sync_batchnorm=False, device="cpu", sam_rho_scale=0.301,
+        num_workers=0, sync_batchnorm=False, device="cpu",
     ),
     # Seconds per run: tests, notebook smoke runs, checking a setup.
     "tiny": Profile(
         name="tiny", image_size=32, backbone="resnet10", output_stride=16, head_channels=16,
         weights=None, global_batch_size=4, microbatch_size=4, precision="fp32",
         epoch_scale=1 / 64, default_data="scenes", scenes_train_images=16, scenes_val_images=8,
-        num_workers=0, sync_batchnorm=False, device="cpu", sam_rho_scale=0.27,
+        num_workers=0, sync_batchnorm=False, device="cpu",
     ),
 }
 
 
 def get_profile(name: str | Profile) -> Profile:
-    """Look a profile up by name (a ``Profile`` passes through).
+    """Look a profile up by name (a ``Profile`` is checked), with its ``sam_rho_scale`` computed if None.
 
     Example:
-        >>> get_profile("cpu").image_size
-        64
+        >>> get_profile("cpu").image_size, get_profile("cpu").sam_rho_scale
+        (64, 0.301)
     """
     if isinstance(name, Profile):
-        return check_profile(name)
-    if name not in PROFILES:
+        profile = check_profile(name)
+    elif name not in PROFILES:
         raise ConfigError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
-    return PROFILES[name]
+    else:
+        profile = PROFILES[name]
+    if profile.sam_rho_scale is None:
+        profile = dataclasses.replace(profile, sam_rho_scale=rho_scale(profile.architecture, profile.backbone,
+                                                                       profile.output_stride, profile.head_channels))
+    return profile
+
+
+@functools.cache
+def rho_scale(architecture: str, backbone: str, output_stride: int, head_channels: int) -> float:
+    """SAM's rho multiplier for a model: its weight norm at initialization over the reference model's,
+    to 3 decimals. SAM's radius is a distance in weight space, so rho keeps its share of the norm.
+
+    Example:
+        >>> rho_scale("deeplabv3plus", "resnet10", 16, 16)
+        0.27
+    """
+    from segkit.model import weight_norm
+
+    norm = weight_norm(backbone, RHO_SCALE_CLASSES, output_stride, head_channels, architecture=architecture)
+    return round(norm / REFERENCE_WEIGHT_NORM, 3)
 
 
 def check_profile(profile: Profile) -> Profile:
@@ -147,8 +178,13 @@ def check_profile(profile: Profile) -> Profile:
         fail("output_stride", "8 or 16")
     if not isinstance(profile.epoch_scale, (int, float)) or not 0 < profile.epoch_scale <= 1:
         fail("epoch_scale", "a number in (0, 1]")
-    if not isinstance(profile.sam_rho_scale, (int, float)) or not 0 < profile.sam_rho_scale <= 1:
-        fail("sam_rho_scale", "a number in (0, 1]")
+    if profile.sam_rho_scale is not None and (not isinstance(profile.sam_rho_scale, (int, float))
+                                              or not 0 < profile.sam_rho_scale <= 1):
+        fail("sam_rho_scale", "a number in (0, 1], or None to compute it")
+    from segkit.model import ARCHITECTURES
+
+    if profile.architecture not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {profile.architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     from segkit.devices import check_device_settings
 
     try:

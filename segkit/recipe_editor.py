@@ -31,9 +31,9 @@ from segkit.tables import Table, recipe_table
 SWITCHES: dict[str, tuple[tuple[str, ...], Any]] = {
     name: (switch.fields, switch.off) for name, switch in recipes.SWITCHES.items()}
 #: Settings an algorithm takes when switched on for the first time: the reference recipe's that
-#: introduces it (EMA from mild, SAM and MixUp from medium, Dice from the baseline).
+#: introduces it (EMA from mild, SAM and MixUp from medium, Dice and the CE weight from the baseline).
 FIRST_SETTINGS = {name: getattr(recipes.get(switch.introduced_by), name)
-                  for switch in recipes.SWITCHES.values() for name in switch.fields}
+                  for switch in recipes.SWITCHES.values() for name in (*switch.fields, *switch.off_settings)}
 #: The fields a learner can edit (all but the name).
 FIELDS = tuple(f.name for f in fields(Recipe) if f.name != "name")
 _DEFAULTS = {f.name: f.default for f in fields(Recipe)}
@@ -58,7 +58,8 @@ class RecipeEditor:
         for switch, (owned, off) in SWITCHES.items():
             self._on[switch] = self._values[owned[0]] != off
             if not self._on[switch]:  # the settings it takes when switched on
-                self._values.update({name: FIRST_SETTINGS[name] for name in owned})
+                self._values.update({name: FIRST_SETTINGS[name]
+                                     for name in (*owned, *recipes.SWITCHES[switch].off_settings)})
 
     @property
     def switches(self) -> dict[str, bool]:
@@ -88,11 +89,13 @@ class RecipeEditor:
     @property
     def values(self) -> dict[str, Any]:
         """The recipe's field values as they are now: a switched-off algorithm's first field is None
-        (Dice: 0) and its other fields take ``Recipe``'s defaults, so they compare equal to the baseline."""
+        (Dice: 0, and cross-entropy at weight 1) and its other fields take ``Recipe``'s defaults, so they
+        compare equal to the baseline."""
         values = dict(self._values)
         for switch, (owned, off) in SWITCHES.items():
             if not self._on[switch]:
-                values.update({name: _DEFAULTS[name] for name in owned[1:]}, **{owned[0]: off})
+                values.update({name: _DEFAULTS[name] for name in owned[1:]}, **{owned[0]: off},
+                              **recipes.SWITCHES[switch].off_settings)
         return values
 
     @property

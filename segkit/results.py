@@ -56,22 +56,34 @@ def time_figure(runs: Mapping[str, Run]) -> go.Figure:
     return figure
 
 
-def claims_table(runs: Mapping[str, Run]) -> Table:
-    """Each recipe's headline claim: as published, and as measured here in passes and in wall time."""
+def claims_table(runs: Mapping[str, Run], ce_only: Run | None = None) -> Table:
+    """Each recipe's headline claim: as published, and as measured here in passes and in wall time.
+
+    ``ce_only``: a baseline trained with cross-entropy alone (notebook 00's lab with the Dice switch off),
+    as the article's baseline apparently was; with it, a last column measures each claim against it too.
+    """
     baseline = runs.get("baseline")
     rows = []
     for recipe, claim in CLAIMS.items():
         run = runs.get(recipe)
         if baseline is None or run is None:
-            rows.append([recipe, claim.statement, claim.text(claim.published), "no run", "no run", "no"])
+            rows.append([recipe, claim.statement, claim.text(claim.published), "no run", "no run", "no"]
+                        + (["no run"] if ce_only else []))
             continue
         by_passes, by_time = (claim.measure(baseline, run, axis) for axis in ("passes", "wall_time"))
         rows.append([recipe, claim.statement, claim.text(claim.published), claim.text(by_passes),
-                     claim.text(by_time), "yes" if claim.holds(by_passes) else "no"])
+                     claim.text(by_time), "yes" if claim.holds(by_passes) else "no"]
+                    + ([claim.text(claim.measure(ce_only, run, "passes"))] if ce_only else []))
+    like_for_like = (["Last column: the same claims, by passes, against the baseline trained with cross-entropy "
+                      f"alone ({ce_only.name}), as the article's baseline apparently was."] if ce_only else
+                     ["Against a baseline without Dice, as the article's apparently was: train it in notebook "
+                      "00's lab (the Dice switch off) and run this notebook again."])
     return Table(["recipe", "published claim", "published", "here, by passes", "here, by wall time",
-                  "points the published way"], rows, caption="The three claims, measured on these runs",
+                  "points the published way"] + (["here, against CE only (passes)"] if ce_only else []),
+                 rows, caption="The three claims, measured on these runs",
                  notes=["Passes count forward-backward passes (a SAM step makes two), the same on every machine; "
-                        "wall time depends on the machine and on what else ran on it (segkit.comparison)."])
+                        "wall time depends on the machine and on what else ran on it (segkit.comparison).",
+                        *like_for_like])
 
 
 def evaluations(runs: Mapping[str, Run], augmented: bool = False) -> dict[str, dict]:

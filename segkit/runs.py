@@ -202,6 +202,14 @@ class Run:
         history = data.pop("history", [])
         return cls(folder=path.parent, info=data, history=history)
 
+    def dataset(self, split: str, transform: Any = None, data: str | Path | None = None) -> Any:
+        """A split of the run's data (its recorded root and format), or of ``data`` (format detected)."""
+        from segkit.data import open_dataset
+
+        if data is not None:
+            return open_dataset(data, split, transform)
+        return open_dataset(self.info["data"]["root"], split, transform, self.info["data"].get("format"))
+
     @property
     def name(self) -> str:
         return self.folder.name
@@ -286,16 +294,29 @@ def open_run(folder: Path, info: dict[str, Any]) -> tuple[Run, bool]:
     return run, resuming
 
 
+#: Fields that newer segkit records and an older run folder lacks, with the value they had before they
+#: were recorded, so that an older run still resumes.
+ADDED_FIELDS = {"profile": {"architecture": "deeplabv3plus"}}
+
+
 def check_same_run(previous: dict[str, Any], current: dict[str, Any], folder: Path) -> None:
     """A run folder is only resumed by the same run: same recipe, profile, data, seed and length."""
     def short(value: Any) -> Any:
         return value.get("name") if isinstance(value, dict) else value
 
     for key in ("recipe", "profile", "seed", "duration"):
-        if previous.get(key) != current.get(key):
+        before, now = previous.get(key), current.get(key)
+        if isinstance(before, dict) and isinstance(now, dict):
+            before = {**ADDED_FIELDS.get(key, {}), **before}
+            fields = [name for name in sorted(before.keys() | now.keys()) if before.get(name) != now.get(name)]
+        else:
+            fields = [] if before == now else [key]
+        if fields:
+            detail = "" if fields == [key] else ": " + ", ".join(
+                f"{name} {before.get(name)!r} -> {now.get(name)!r}" for name in fields)
             raise RunError(
-                f"run folder {folder} holds a run with another {key} ({short(previous.get(key))!r}; "
-                f"this command asks for {short(current.get(key))!r}); choose another --run-name, "
+                f"run folder {folder} holds a run with another {key} ({short(before)!r}; "
+                f"this command asks for {short(now)!r}{detail}); choose another --run-name, "
                 f"or delete the folder to start over")
     if previous.get("data", {}).get("root") != current["data"]["root"]:
         raise RunError(f"run folder {folder} was trained on {previous.get('data', {}).get('root')}, not "

@@ -54,8 +54,7 @@ class RunSpec:
             raise ConfigError(f"duration {self.duration!r} must be a positive number of batches or epochs, "
                               f"like '2ba' or '10ep'")
         if self.data == "scenes" and self.profile.default_data != "scenes":
-            raise ConfigError(f"profile {self.profile.name!r} trains on ADE20k: pass the folder of an extracted "
-                              f"ADEChallengeData2016 as data (--data, or data_root in a notebook)")
+            raise needs_data(self.profile)
         if self.weights not in (None, *NAMED_WEIGHTS) and not Path(self.weights).expanduser().is_file():
             raise ConfigError(f"weights {self.weights!r} is not one of {', '.join(NAMED_WEIGHTS)} or an "
                               f"existing .pth file")
@@ -89,9 +88,9 @@ class RunSpec:
         if self.data == "scenes":
             images = self.profile.scenes_train_images
         else:
-            from segkit.data import find_pairs  # torch-free callers (the CLI's parser) never get here
+            from segkit.data import open_dataset  # torch-free callers (the CLI's parser) never get here
 
-            images = len(find_pairs(self.data_folder(), "training"))
+            images = len(open_dataset(self.data_folder(), "training"))
         return (images // world_size) // (self.profile.global_batch_size // world_size)
 
     def scaled_recipe(self, world_size: int = 1) -> Recipe:
@@ -161,16 +160,14 @@ def plan_launch(profile: Profile, gpus: int | None = None, nodes: int = 1, node_
         ConfigError: no GPU for a GPU profile, more GPUs asked for than this machine has, or a global
             batch that does not split over the processes; the message says what to pass.
     """
-    from segkit.devices import default_processes, visible_gpus
+    from segkit.devices import check_processes, default_processes
 
     try:
         processes = gpus or default_processes(profile.device)
     except ConfigError as error:
         raise ConfigError(f"profile {profile.name!r} {error}") from None
     launch = Launch(processes, nodes, node_rank, master_addr, master_port)
-    if profile.device == "gpu" and launch.gpus > visible_gpus():
-        raise ConfigError(f"gpus is {launch.gpus} but this machine has {visible_gpus()} visible CUDA GPU(s); "
-                          f"pass gpus {visible_gpus()} or fewer")
+    check_processes(profile.device, launch.gpus)
     if profile.global_batch_size % launch.world_size:
         fits = [n for n in range(1, launch.gpus + 1) if profile.global_batch_size % (n * launch.nodes) == 0]
         raise ConfigError(f"profile {profile.name!r}: its global batch {profile.global_batch_size} does not split over "
@@ -186,6 +183,12 @@ def launched() -> bool:
     return "LOCAL_RANK" in os.environ and "LOCAL_WORLD_SIZE" in os.environ
 
 
+def needs_data(profile: Profile) -> ConfigError:
+    """The error of a profile with no built-in data (a100, gpu) run without a data folder."""
+    return ConfigError(f"profile {profile.name!r} trains on ADE20k: pass the folder of an extracted "
+                       f"ADEChallengeData2016 as data (--data, or data_root in a notebook)")
+
+
 def run_spec(recipe: str | Path | Recipe = "baseline", profile: str | Profile = "cpu",
              data: str | Path | None = None, seed: int = DEFAULT_SEED, duration: str | None = None,
              weights: str | None = None) -> RunSpec:
@@ -195,8 +198,7 @@ def run_spec(recipe: str | Path | Recipe = "baseline", profile: str | Profile = 
     recipe = recipe if isinstance(recipe, Recipe) else recipes.load(recipe)
     if data is None:
         if profile.default_data is None:
-            raise ConfigError(f"profile {profile.name!r} trains on ADE20k: pass the folder of an extracted "
-                              f"ADEChallengeData2016 as data (--data, or data_root in a notebook)")
+            raise needs_data(profile)
         data = profile.default_data
     data = data if str(data) == "scenes" else str(Path(data).expanduser())
     return RunSpec(recipe=recipe, profile=profile, data=str(data), seed=seed, duration=duration or None,

@@ -133,12 +133,22 @@ class PadToSize(v2.Transform):
         return TF.pad(inpt, padding, fill=[int(m) for m in MEAN])
 
 
+def training_labels(mask: torch.Tensor) -> torch.Tensor:
+    """ADE20k's annotation values as training labels: 0 (unlabelled) -> -1, the ignore index; k -> k - 1.
+
+    Example:
+        >>> training_labels(torch.tensor([0, 1, 150], dtype=torch.uint8)).tolist()
+        [-1, 0, 149]
+    """
+    return mask.as_subclass(torch.Tensor).long() - 1
+
+
 class ToTrainingLabels(v2.Transform):
-    """Plain tensors out: uint8 image ``(3, H, W)`` and int64 mask with 0 -> -1 and k -> k - 1."""
+    """Plain tensors out: uint8 image ``(3, H, W)`` and the int64 ``training_labels`` of the mask."""
 
     def transform(self, inpt, params: dict):
         if isinstance(inpt, tv_tensors.Mask):
-            return inpt.as_subclass(torch.Tensor).long() - 1
+            return training_labels(inpt)
         return inpt.as_subclass(torch.Tensor)
 
 

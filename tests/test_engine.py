@@ -71,9 +71,21 @@ def test_another_recipe_in_an_existing_run_folder_is_refused(tmp_path, scenes_ro
                   print_progress=False)
     files = {p: p.read_bytes() for p in first.folder.rglob("*") if p.is_file()}
     with pytest.raises(RunError, match=r"holds a run with another recipe \('baseline'; this command asks "
-                                       r"for 'mild'\); choose another --run-name"):
+                                       r"for 'mild': channels_last False -> True, .*name 'baseline' -> 'mild'\); "
+                                       r"choose another --run-name"):
         train("mild", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, run_name="r")
     assert {p: p.read_bytes() for p in first.folder.rglob("*") if p.is_file()} == files
+
+
+def test_a_run_folder_written_before_the_architecture_was_recorded_still_resumes(tmp_path, scenes_root):
+    first = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    metrics = first.folder / "metrics.json"
+    older = json.loads(metrics.read_text())
+    del older["profile"]["architecture"]
+    older["data"].pop("format")
+    metrics.write_text(json.dumps(older))
+    again = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    assert again.resumed and again.run.history == first.run.history
 
 
 def test_run_is_readable_as_data(tmp_path, scenes_root):

@@ -251,7 +251,7 @@ def test_a_failed_notebook_is_named_with_its_cell_and_the_others_stay(tmp_path, 
     ({"run_name": "a/b"}, ConfigError, "run name 'a/b' must be"),
     ({"save_folder": ""}, ConfigError, "parameter save_folder is empty"),
     ({"weights": "missing.pth"}, ConfigError, "parameter weights 'missing.pth' is not"),
-    ({"data_root": "/nonexistent"}, DataError, "parameter data_root '/nonexistent' is not an extracted"),
+    ({"data_root": "/nonexistent"}, DataError, "^parameter data_root: data root /nonexistent does not exist; pass"),
 ])
 def test_parameter_checks(values, error, message):
     with pytest.raises(error, match=message):
@@ -277,6 +277,21 @@ def test_job_names_and_finds_runs(tmp_path, scenes_root):
     assert job.baseline_run() is None
     named = check_parameters({"profile": "tiny", "run_name": "mine"}, "mild")
     assert named.run_name_for() == "mine" and named.run_name_for(recipes.hot()) == "hot-tiny-seed17"
+
+
+def test_results_find_the_lab_baseline_without_dice(tmp_path, scenes_root):
+    from segkit.notebooks import Results
+    from segkit.recipe_editor import RecipeEditor
+
+    job = check_parameters({"profile": "tiny", "save_folder": str(tmp_path), "data_root": str(scenes_root),
+                            "duration": "2ba"}, "baseline")
+    assert Results(job).ce_only_baseline() is None
+    editor = RecipeEditor("baseline")  # notebook 00's lab, the Dice switch off
+    editor.set("dice", False)
+    trained = job.train(editor.recipe)
+    found = Results(job).ce_only_baseline()
+    assert found is not None and found.folder == trained.run.folder
+    assert found.info["recipe"]["ce_weight"] == 1.0 and found.info["recipe"]["dice_weight"] == 0.0
 
 
 def test_start_reads_the_notebook_namespace():

@@ -42,10 +42,16 @@ def test_switching_off_and_on_remembers_edited_settings():
     assert editor.recipe == dataclasses.replace(recipes.hot(), name="custom", mixup_alpha=0.7)
 
 
-def test_dice_off_is_a_zero_weight():
+def test_dice_off_is_cross_entropy_alone_at_full_weight():
     editor = RecipeEditor("mild")
     editor.set("dice", False)
-    assert editor.recipe.dice_weight == 0 and editor.recipe.ce_weight == 0.375
+    assert editor.recipe.dice_weight == 0 and editor.recipe.ce_weight == 1.0
+    editor.set("dice", True)  # back to the reference's mix
+    assert editor.recipe == recipes.mild()
+    ce_only = RecipeEditor(dataclasses.replace(recipes.baseline(), ce_weight=1.0, dice_weight=0.0))
+    assert not ce_only.switches["dice"] and ce_only.recipe.name == "baseline"
+    ce_only.set("dice", True)
+    assert ce_only.recipe == dataclasses.replace(recipes.baseline(), name="custom")
 
 
 def test_plain_fields_and_schedule():

@@ -26,6 +26,7 @@ from PIL import Image
 
 from segkit.engine import train
 from segkit.errors import ConfigError, DataError, RunError, SegkitError, WeightsError
+from segkit.recipes import RECIPES
 from tests.conftest import REPO, run_segkit, skip_or_fail, subprocess_env
 
 DURATION = "3ep"  # tiny profile on the 8-image scenes fixture: 2 steps per epoch, evaluations at 2, 4, 6
@@ -33,7 +34,7 @@ TIMING = ("wall_time", "images_per_second")
 MOMENTS = {"mid-epoch": ["batch", 3], "during evaluation": ["eval", 2], "during checkpoint write": ["checkpoint", 2]}
 FAST = [("baseline", "mid-epoch"), ("mild", "during evaluation"), ("medium", "during checkpoint write"),
         ("hot", "mid-epoch")]
-ALL = [(recipe, moment) for recipe in ("baseline", "mild", "medium", "hot") for moment in MOMENTS]
+ALL = [(recipe, moment) for recipe in RECIPES for moment in MOMENTS]
 
 
 def history(folder: Path) -> list[dict]:

@@ -64,3 +64,14 @@ def test_the_augmentation_table_adds_mmsegmentation_on_a100_only():
     assert [row[1:3] for row in a100.rows[1:]] == [[44.60, 46.06], [45.47, 46.35]]
     cpu = results.augmentation_table(single, augmented, "cpu")
     assert len(cpu.rows) == 1 and "a100 profile" in cpu.notes[-1]
+
+
+def test_the_claims_table_adds_a_column_against_a_ce_only_baseline(runs):
+    without = results.claims_table(runs)
+    assert len(without.columns) == 6 and "Dice switch off" in " ".join(without.notes)
+    ce_only = run("custom", [15.0, 25.0, 35.0])  # lower than the CE + Dice baseline's 40
+    table = results.claims_table(runs, ce_only)
+    rows = {row[0]: row for row in table.rows}
+    assert table.columns[-1] == "here, against CE only (passes)"
+    assert rows["hot"][6] == "+15.00" and rows["hot"][3] == "+10.00"  # 50 against 35, and against 40
+    assert rows["medium"][6] == "-10.00"  # medium's 25 within the baseline's 30 passes, against 35 (not 40)
