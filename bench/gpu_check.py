@@ -287,7 +287,7 @@ def run_end_state(state) -> dict[str, Any]:
     import torch
 
     from segkit.algorithms import SegmentationMixUp
-    from segkit.engine import ema_has_started
+    from segkit.probes import ema_has_started
 
     convolution = next(p for p in state.model.parameters() if p.dim() == 4)
     mixup = [a for a in state.algorithms if isinstance(a, SegmentationMixUp)]

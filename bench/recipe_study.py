@@ -30,7 +30,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from segkit import explain, recipes
+from segkit import measurements, recipes
 from segkit.comparison import CLAIMS, PUBLISHED, cost_ratio
 from segkit.engine import train
 from segkit.plots import comparison_figure
@@ -140,17 +140,17 @@ def mechanisms(results, profile) -> dict[int, dict[str, float]]:
     rho = recipes.scale(recipes.medium(), profile).sam_rho
     measured = {}
     for seed, mild in sorted(results["mild"].items()):
-        rows = explain.ema_against_raw(mild)
+        rows = measurements.ema_against_raw(mild)
         row = {"ema_lead_final": rows["ema"][-1] - rows["raw"][-1] if rows["ema"] else float("nan"),
                "ema_lead_mean": statistics.mean(e - r for e, r in zip(rows["ema"], rows["raw"], strict=True))
                if rows["ema"] else float("nan")}
         for name in ("baseline", "medium"):
-            found = explain.sharpness(results[name][seed].folder, rho)
+            found = measurements.sharpness(results[name][seed].folder, rho)
             row[f"sharpness_random_{name}"] = statistics.mean(found["random"])
             row[f"sharpness_ascent_{name}"] = found["ascent"]
         for name in ("baseline", "medium", "medium without MixUp", "hot", "hot without MixUp"):
             if seed in results.get(name, {}):
-                row[f"gap_{name}"] = explain.fit_gap(results[name][seed].folder)["gap"]
+                row[f"gap_{name}"] = measurements.fit_gap(results[name][seed].folder)["gap"]
         measured[seed] = row
     return measured
 
@@ -268,7 +268,7 @@ def report(results, profile, seeds, command: str, figure_name: str, mechanism_ro
                   "evaluation, and mean over evaluations). `sharpness_random` / `sharpness_ascent`: the training "
                   f"loss increase at distance rho = {recipes.scale(recipes.medium(), profile).sam_rho} (medium's) "
                   "from the saved weights, along random directions (mean of 8) and along the gradient; "
-                  "`gap`: mIoU on 96 training images minus validation mIoU (`segkit.explain`)."]
+                  "`gap`: mIoU on 96 training images minus validation mIoU (`segkit.measurements`)."]
     return "\n".join(lines) + "\n"
 
 

@@ -39,9 +39,10 @@ from segkit.data import build_loaders, dataset_format, open_dataset
 from segkit.devices import check_available, check_microbatch, pins_memory
 from segkit.errors import ConfigError, RunError, SegkitError
 from segkit.losses import SegmentationLoss
-from segkit.metrics import MeanIoU, PixelAccuracy, confusion_matrix, iou_per_class, mean_iou
+from segkit.metrics import MeanIoU, PixelAccuracy, iou_per_class
 from segkit.model import build_model
 from segkit.pretraining import backbone_init
+from segkit.probes import Probe, RawWeightsProbe
 from segkit.profiles import Profile
 from segkit.recipes import Recipe
 from segkit.runs import (
@@ -135,16 +136,16 @@ class RunRecorder(Callback):
     a resumed run continues the same history. A non-finite loss stops training with a
     ``RunError`` before anything is saved over the last good checkpoint.
 
-    With ``evaluate_raw_weights`` (and an EMA that has started), each entry also holds
-    ``miou_raw``: the mIoU of the weights SGD trains, evaluated beside the EMA's. Its time is left
-    out of the run's wall time, so the run's cost stays comparable with a run without it.
+    ``probes`` measure more at each evaluation (``segkit.probes``, such as the raw weights' mIoU):
+    each one's numbers join the history entry, and their time is left out of the run's wall time,
+    so the run's cost stays comparable with a run without them.
     """
 
     def __init__(self, run: Run, print_progress: bool = True,
                  on_progress: Callable[[str, dict[str, Any]], None] | None = None,
-                 evaluate_raw_weights: bool = False):
+                 probes: Sequence[Probe] = ()):
         self.run = run
-        self.evaluate_raw_weights = evaluate_raw_weights
+        self.probes = tuple(probes)
         self._uncounted_seconds = 0.0  # evaluations of the raw weights, this session
         self.print_progress = print_progress
         self.on_progress = on_progress  # plain-Python observer: ("batch" | "eval", data)
@@ -217,9 +218,9 @@ class RunRecorder(Callback):
             "images_per_second": round(self._train_samples / self._train_seconds, 2)
             if self._train_seconds > 0 else None,
         }
-        if self.evaluate_raw_weights and ema_has_started(state):
+        for probe in self.probes:
             started = time.monotonic()
-            entry["miou_raw"] = round(live_weights_miou(state, len(self.run.info["data"]["class_names"])), 4)
+            entry.update(probe.measure(state))
             self._uncounted_seconds += time.monotonic() - started
         self.run.history.append(entry)
         self.run.info["per_class_iou"] = dict(zip(
@@ -242,30 +243,6 @@ class RunRecorder(Callback):
             return self.wall_time
         return (self._wall_time_at_session_start + time.monotonic() - self._session_start
                 - self._uncounted_seconds)
-
-
-def ema_has_started(state: State) -> bool:
-    return any(getattr(algorithm, "ema_started", False) for algorithm in state.algorithms)
-
-
-@torch.no_grad()
-def live_weights_miou(state: State, num_classes: int) -> float:
-    """The mIoU of the model's live weights (outside an evaluation: the weights SGD trains) on the
-    evaluation data, summed over all processes.
-
-    Iterating a DataLoader draws its base seed from torch's global generator; that state is restored
-    afterwards, so a run that measures this trains exactly as one that does not.
-    """
-    model, was_training = state.model, state.model.training
-    model.eval()
-    confusion = state.device.tensor_to_device(torch.zeros(num_classes, num_classes, dtype=torch.int64))
-    with torch.random.fork_rng(devices=[]):
-        for images, masks in state.evaluators[0].dataloader.dataloader:
-            images, masks = state.device.batch_to_device((images, masks))
-            confusion += confusion_matrix(model((images, masks)).argmax(1), masks, num_classes)
-    model.train(was_training)
-    dist.all_reduce(confusion, reduce_operation="SUM")
-    return mean_iou(confusion.cpu())
 
 
 def progress_line(entry: dict[str, Any], duration: str) -> str:
@@ -382,6 +359,7 @@ def train(
                 print(f"run {run_name} has already finished; nothing to train", flush=True)
             return RunResult.of(run, resumed=True)
 
+        probes = [RawWeightsProbe(train_set.num_classes)] if evaluate_raw_weights else []
         reproducibility.seed_all(seed)  # model init is part of the run
         module = build_model(
             profile, train_set.num_classes,
@@ -410,7 +388,7 @@ def train(
                 schedulers=schedulers,
                 step_schedulers_every_batch=True,
                 algorithms=build_algorithms(scaled),
-                callbacks=[RunRecorder(run, print_progress, on_progress, evaluate_raw_weights), *callbacks],
+                callbacks=[RunRecorder(run, print_progress, on_progress, probes), *callbacks],
                 loggers=[],
                 run_name=run_name,
                 seed=seed,

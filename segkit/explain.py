@@ -13,11 +13,9 @@ code where there is some: MixUp is ``segkit.functional.mix_batch``, the SAM step
     sam_step, sam_view     SAM's perturbed step on a 2-D loss surface, and the loss it really minimizes
     mixing_histogram       how MixUp's alpha sets the strength of the blends
 
-Measured on the learner's own runs:
-
-    ema_against_raw        the EMA's weights against the raw weights, both evaluated, over a run
-    sharpness              the loss increase at distance rho from a run's weights (what SAM lowers)
-    fit_gap                a run's mIoU on its training images against validation (what MixUp curbs)
+The figures of what ``segkit.measurements`` measures on the learner's own runs: the EMA's weights
+against the raw ones (``ema_against_raw_figure``), sharpness (``sharpness_figure``), and the
+train-validation gap (``fit_gap_figure``).
 """
 
 from __future__ import annotations
@@ -33,18 +31,17 @@ import torch
 from plotly.subplots import make_subplots
 from torch.nn import functional as F
 
-from segkit import recipes
+from segkit import measurements, recipes
 from segkit.data import open_dataset
 from segkit.functional import SAMOptimizer, ema_smoothing, mix_batch
 from segkit.gallery import blend_masks, colorize, legend, palette, picture_table, to_picture
-from segkit.inference import evaluate, load_model
-from segkit.losses import SegmentationLoss, cross_entropy, dice_loss
+from segkit.losses import cross_entropy, dice_loss
 from segkit.metrics import confusion_matrix, mean_iou, pixel_accuracy
 from segkit.plots import recipe_color
 from segkit.recipes import Recipe
 from segkit.runs import Run
 from segkit.tables import Table
-from segkit.transforms import eval_transform, normalize
+from segkit.transforms import eval_transform
 
 LAYOUT = {"template": "plotly_white", "margin": {"t": 60, "b": 40, "l": 55, "r": 20}}
 
@@ -377,22 +374,11 @@ def sam_figure(start: Sequence[float] = (0.55, 0.35), lr: float = 0.2, rho: floa
     return figure
 
 
-# --- measured on real runs: EMA against raw weights, sharpness, the train-validation gap ----------
-
-def ema_against_raw(run: Run) -> dict[str, list[float]]:
-    """Over a run trained with ``evaluate_raw_weights``: mIoU of the EMA's weights and of the raw ones.
-
-    Returns:
-        ``{"epoch": [...], "ema": [...], "raw": [...]}``, for the evaluations that have both.
-    """
-    rows = [row for row in run.history if row.get("miou_raw") is not None]
-    return {"epoch": [row["epoch"] for row in rows], "ema": [row["miou"] for row in rows],
-            "raw": [row["miou_raw"] for row in rows]}
-
+# --- measured on real runs (segkit.measurements): their figures ----------------------------------
 
 def ema_against_raw_figure(run: Run) -> go.Figure:
     """Both mIoU curves of one run: what averaging the weights adds at each evaluation."""
-    curves = ema_against_raw(run)
+    curves = measurements.ema_against_raw(run)
     figure = go.Figure()
     figure.add_trace(go.Scatter(x=curves["epoch"], y=curves["raw"], mode="lines+markers",
                                 name="raw weights (what SGD trains)", line={"color": "#999999"}))
@@ -402,55 +388,6 @@ def ema_against_raw_figure(run: Run) -> go.Figure:
     figure.update_layout(title=f"{run.name}: the EMA's weights against the raw weights, both evaluated",
                          xaxis_title="epoch", yaxis_title="validation mIoU", height=340, **LAYOUT)
     return figure
-
-
-def training_batch(root: str | Path, size: int, count: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``count`` training images and masks at the evaluation resize."""
-    dataset = open_dataset(root, "training", eval_transform(size))
-    images, masks = zip(*(dataset[i] for i in range(min(count, len(dataset)))), strict=True)
-    return torch.stack(images), torch.stack(masks)
-
-
-def sharpness(run_folder: str | Path, rho: float, directions: int = 8, images: int = 32,
-              seed: int = 0) -> dict[str, Any]:
-    """How much a run's training loss rises when its weights move by ``rho``: the sharpness SAM lowers.
-
-    Measured on its first ``images`` training images (evaluation mode, the run's own loss), at
-    the saved weights ``w`` and at ``w + rho * d`` for ``directions`` random unit directions ``d``
-    over all weights, and for SAM's own direction, the normalized gradient (the steepest rise to
-    first order).
-
-    Returns:
-        ``{"loss": L(w), "random": [L(w + rho d) - L(w), ...], "ascent": L(w + rho g/|g|) - L(w)}``.
-    """
-    model, run = load_model(run_folder, device="cpu")  # a few images; its batch stays on the CPU
-    plan = run.info["plan"]
-    loss_fn = SegmentationLoss(plan["ce_weight"], plan["dice_weight"])
-    batch, masks = training_batch(run.info["data"]["root"], run.info["profile"]["image_size"], images)
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    def loss() -> torch.Tensor:
-        return loss_fn(model(normalize(batch)), masks)["total"]
-
-    def shifted_loss(direction: list[torch.Tensor]) -> float:
-        with torch.no_grad():
-            for param, step in zip(params, direction, strict=True):
-                param.add_(step, alpha=rho)
-            value = float(loss())
-            for param, step in zip(params, direction, strict=True):
-                param.sub_(step, alpha=rho)
-        return value
-
-    def unit(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
-        return [t / norm for t in tensors]
-
-    base = loss()
-    gradients = torch.autograd.grad(base, params)
-    generator = torch.Generator().manual_seed(seed)
-    random = [shifted_loss(unit([torch.randn(p.shape, generator=generator) for p in params])) - float(base)
-              for _ in range(directions)]
-    return {"loss": float(base), "random": random, "ascent": shifted_loss(unit(list(gradients))) - float(base)}
 
 
 def sharpness_figure(results: dict[str, dict[str, Any]], rho: float) -> go.Figure:
@@ -465,13 +402,6 @@ def sharpness_figure(results: dict[str, dict[str, Any]], rho: float) -> go.Figur
                          title=f"Sharpness: how much the loss rises at distance rho = {rho:g} from the weights",
                          **LAYOUT)
     return figure
-
-
-def fit_gap(run_folder: str | Path, images: int = 96) -> dict[str, float]:
-    """A finished run's mIoU on its own training images (evaluation transform) and on validation."""
-    run = Run.load(run_folder)
-    on_training = evaluate(run_folder, split="training", limit=images)["miou"]
-    return {"train": on_training, "validation": run.final["miou"], "gap": on_training - run.final["miou"]}
 
 
 def fit_gap_figure(gaps: dict[str, dict[str, float]]) -> go.Figure:

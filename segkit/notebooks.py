@@ -193,22 +193,22 @@ class Job:
 
     def sharpness(self, result: RunResult) -> go.Figure:
         """SAM's target measured: the loss increase at medium's rho around this run's and the baseline's
-        weights (``segkit.explain.sharpness``)."""
-        from segkit import explain
+        weights (``segkit.measurements.sharpness``)."""
+        from segkit import explain, measurements
 
         rho = self.spec(recipes.medium()).scaled_recipe().sam_rho
         baseline = self.baseline_run()
         folders = {**({"baseline": baseline.folder} if baseline else {}), result.run.name: result.folder}
-        measured = {name: explain.sharpness(folder, rho) for name, folder in folders.items()}
+        measured = {name: measurements.sharpness(folder, rho) for name, folder in folders.items()}
         return explain.sharpness_figure(measured, rho)
 
     def fit_gaps(self) -> go.Figure:
         """Training against validation mIoU of every finished run of this profile and seed
-        (``segkit.explain.fit_gap``): the runs with and without MixUp side by side."""
-        from segkit import explain
+        (``segkit.measurements.fit_gap``): the runs with and without MixUp side by side."""
+        from segkit import explain, measurements
 
         runs = self.finished_runs()
-        return explain.fit_gap_figure({name: explain.fit_gap(run.folder) for name, run in runs.items()})
+        return explain.fit_gap_figure({name: measurements.fit_gap(run.folder) for name, run in runs.items()})
 
     def comparison(self, result: RunResult) -> go.Figure:
         """mIoU against time and epochs, of this run and the baseline run (when there is one)."""

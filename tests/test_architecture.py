@@ -24,14 +24,14 @@ LAYERS = {
     # the run folder: written by the engine, read by the views
     "runs": 3, "comparison": 3,
     # the engine (Composer) and inference (plain PyTorch)
-    "algorithms": 4, "engine": 4, "inference": 4,
+    "algorithms": 4, "engine": 4, "inference": 4, "measurements": 4, "probes": 4,
     # views: figures, tables, pictures, widgets, the summary page
     "plots": 5, "tables": 5, "gallery": 5, "explain": 5, "recipe_editor": 5, "report": 5, "widgets": 5,
     "pictures": 5, "pages": 5, "results": 5,
     # entry points
     "notebooks": 6, "headless": 6, "papermill_engine": 6, "cli": 6, "__main__": 6, "__init__": 6,
 }
-COMPOSER_MODULES = {"engine", "algorithms"}
+COMPOSER_MODULES = {"engine", "algorithms", "probes"}
 
 
 def imports(path: Path) -> set[str]:
