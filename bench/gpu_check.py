@@ -58,7 +58,6 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,41 +180,15 @@ class Context:
 
 # --- data -------------------------------------------------------------------------------------------
 
-def _write_chunk(job: tuple[Path, int, int, int, int, int]) -> Path:
-    from segkit.scenes import write_scenes
-
-    out, seed, train_images, val_images, min_size, max_size = job
-    return write_scenes(out, seed=seed, train_images=train_images, val_images=val_images,
-                        min_size=min_size, max_size=max_size)
-
-
 def make_scenes(root: Path, train_images: int, val_images: int, min_size: int, max_size: int) -> Path:
-    """Built-in scenes in the ADEChallengeData2016 layout, generated on every core (one seed per
-    process), without a class list: the loader then takes ADE20k's 150 classes, the reference's head.
-    Called before CUDA starts in this process: the generating processes are forked from it."""
-    workers = min(os.cpu_count() or 1, 16, train_images)
-    jobs = [(root / f"chunk{k}", k, share(train_images, workers, k), share(val_images, workers, k), min_size,
-             max_size) for k in range(workers)]
-    with ProcessPoolExecutor(workers) as pool:
-        chunks = list(pool.map(_write_chunk, jobs))
-    for split, prefix in (("training", "ADE_train"), ("validation", "ADE_val")):
-        for kind in ("images", "annotations"):
-            (root / kind / split).mkdir(parents=True, exist_ok=True)
-        stems = [(chunk, path.stem) for chunk in chunks for path in sorted((chunk / "images" / split).iterdir())]
-        for index, (chunk, stem) in enumerate(stems, start=1):
-            for kind, suffix in (("images", ".jpg"), ("annotations", ".png")):
-                (chunk / kind / split / f"{stem}{suffix}").rename(root / kind / split / f"{prefix}_{index:08d}{suffix}")
-    for chunk in chunks:
-        shutil.rmtree(chunk)
-    return root
+    """Scenes in the ADEChallengeData2016 layout, on every core (``segkit.scenes.write_scenes_in_parallel``),
+    without a class list: the loader then takes ADE20k's 150 classes, the reference's head. Called before
+    CUDA starts in this process: the generating processes are forked from it."""
+    from segkit.scenes import write_scenes_in_parallel
 
+    return write_scenes_in_parallel(root, train_images, val_images, min_size=min_size, max_size=max_size,
+                                    workers=min(os.cpu_count() or 1, 16), class_list=False)
 
-def share(total: int, parts: int, index: int) -> int:
-    """The ``index``-th of ``parts`` near-equal shares of ``total``."""
-    return total // parts + (index < total % parts)
-
-
-# --- observing a run --------------------------------------------------------------------------------
 
 def step_log_callback(time_cap_s: float = math.inf):
     """A Composer callback recording every training step (``.steps``) and the run's end state (``.end``).
@@ -341,23 +314,10 @@ def train_observed(recipe: str, profile, data: Path, folder: Path, run_name: str
 # --- FLOPs and speed --------------------------------------------------------------------------------
 
 def forward_flops_per_image(profile, num_classes: int = 150) -> float:
-    """FLOPs of one image's forward pass through the profile's model, counted on the meta device.
+    """FLOPs of one image's forward pass through the profile's model (``segkit.model.forward_flops``)."""
+    from segkit.model import forward_flops
 
-    Training takes 3x this (the backward computes gradients for inputs and weights, each about one
-    forward). torch's counter itself overcounts the backward of grouped (depthwise) convolutions by
-    the group count (torch 2.7), which is why the backward is not counted.
-    """
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from segkit.model import build_model
-
-    with torch.device("meta"):
-        model = build_model(profile, num_classes)
-    images = torch.empty(2, 3, profile.image_size, profile.image_size, device="meta")  # BatchNorm needs 2
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(images)
-    return counter.get_total_flops() / 2
+    return forward_flops(profile, num_classes, profile.image_size)
 
 
 def time_training_step(profile, precision: str, batch: int, steps: int, num_classes: int = 150) -> float:

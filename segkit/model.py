@@ -308,6 +308,29 @@ def build_model(settings: Any, num_classes: int, weights: str | Path | None = No
                                        head_channels=read("head_channels"))
 
 
+def forward_flops(settings: Any, num_classes: int, image_size: int) -> float:
+    """FLOPs of one image's forward pass through the network ``settings`` describe (``build_model``),
+    counted by ``torch.utils.flop_counter`` on the meta device (nothing is computed or allocated).
+
+    Training takes about 3x this (the backward computes gradients for inputs and for weights, each
+    about one forward). The backward is not counted: torch's counter overcounts the backward of grouped
+    (depthwise) convolutions by the group count (torch 2.7).
+
+    Example:
+        >>> from segkit.profiles import get_profile
+        >>> round(forward_flops(get_profile("gpu"), 150, 512) / 1e9, 1)  # the reference model
+        507.2
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build_model(settings, num_classes)
+    images = torch.empty(2, 3, image_size, image_size, device="meta")  # BatchNorm in training needs 2
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(images)
+    return counter.get_total_flops() / 2
+
+
 def _stage_channels(stage: nn.Sequential) -> int:
     """Output channels of a ResNet stage: those of its last BatchNorm."""
     return [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features

@@ -396,6 +396,48 @@ def write_scenes(
     return out
 
 
+def _write_chunk(job: tuple[Path, int, int, int, int, int]) -> Path:
+    out, seed, train_images, val_images, min_size, max_size = job
+    return write_scenes(out, seed=seed, train_images=train_images, val_images=val_images,
+                        min_size=min_size, max_size=max_size)
+
+
+def write_scenes_in_parallel(out: str | Path, train_images: int, val_images: int, *, min_size: int = 96,
+                             max_size: int = 144, workers: int = 2, class_list: bool = True) -> Path:
+    """Generate a large set on ``workers`` processes: each writes a share with its own seed (0, 1, ...),
+    and the shares are numbered into one folder in the ADEChallengeData2016 layout.
+
+    The images differ from ``write_scenes`` with the same counts (the seeds are per share). Without
+    ``class_list`` no objectInfo150.txt is written, so a loader takes ADE20k's 150 classes (the
+    reference's head), as the GPU check does; with it, the list is the first share's.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    out = Path(out)
+    workers = max(1, min(workers, train_images))
+    jobs = [(out / f"share{k}", k, _share(train_images, workers, k), _share(val_images, workers, k), min_size,
+             max_size) for k in range(workers)]
+    with ProcessPoolExecutor(workers) as pool:
+        shares = list(pool.map(_write_chunk, jobs))
+    for split, prefix in SPLITS.items():
+        for kind in ("images", "annotations"):
+            (out / kind / split).mkdir(parents=True, exist_ok=True)
+        stems = [(share, path.stem) for share in shares for path in sorted((share / "images" / split).iterdir())]
+        for index, (share, stem) in enumerate(stems, start=1):
+            for kind, suffix in (("images", ".jpg"), ("annotations", ".png")):
+                (share / kind / split / f"{stem}{suffix}").rename(out / kind / split / f"{prefix}_{index:08d}{suffix}")
+    if class_list:
+        (shares[0] / "objectInfo150.txt").rename(out / "objectInfo150.txt")
+    for share in shares:
+        shutil.rmtree(share)
+    return out
+
+
+def _share(total: int, parts: int, index: int) -> int:
+    """The ``index``-th of ``parts`` near-equal shares of ``total``."""
+    return total // parts + (index < total % parts)
+
+
 def _write_object_info(path: Path, pixel_counts: dict[str, np.ndarray]) -> None:
     """Write the class list in ADE20k's objectInfo150.txt format (tab-separated)."""
     total = sum(counts[1:].sum() for counts in pixel_counts.values())

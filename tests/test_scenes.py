@@ -34,3 +34,17 @@ def test_the_builtin_set_is_made_once(tmp_path, monkeypatch):
     assert builtin_scenes(train_images=2, val_images=1, seed=9) == root
     assert (root / "objectInfo150.txt").stat().st_mtime_ns == stamp
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+def test_scenes_written_in_parallel_are_one_set_in_the_ade_layout(tmp_path):
+    from segkit.data import open_dataset
+    from segkit.scenes import write_scenes_in_parallel
+
+    root = write_scenes_in_parallel(tmp_path / "set", 5, 3, min_size=32, max_size=40, workers=2, class_list=False)
+    names = sorted(p.name for p in (root / "images" / "training").iterdir())
+    assert names == [f"ADE_train_{i:08d}.jpg" for i in range(1, 6)]
+    assert not (root / "objectInfo150.txt").exists() and sorted(p.name for p in root.iterdir()) == [
+        "annotations", "images"]
+    assert open_dataset(root, "validation").num_classes == 150  # no class list: ADE20k's, the reference head
+    listed = write_scenes_in_parallel(tmp_path / "listed", 2, 2, min_size=32, max_size=40, workers=2)
+    assert open_dataset(listed, "training").num_classes == 16
