@@ -33,6 +33,7 @@ def outcomes(folder: Path) -> list[Outcome]:
 def test_summary_page_compares_the_runs_and_links_the_notebooks(tmp_path):
     page = summary_html(outcomes(tmp_path), tmp_path)
     assert "Profile <b>cpu</b>" in page and "seed 17" in page
+    assert "Like for like: every run here, the baseline included, trains with\ncross-entropy plus Dice" in page
     # The results table: final mIoU against the baseline run, and the published numbers.
     assert "<td style='text-align:left;'>mild-cpu-seed17</td>" in page
     assert "+1.00" in page and "45.48" in page and "49.32" not in page
