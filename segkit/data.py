@@ -227,9 +227,9 @@ def check_data_root(root: str | Path) -> str:
     return name
 
 
-def open_dataset(root: str | Path, split: str, transform: Callable | None = None, format: str | None = None,
+def open_dataset(root: str | Path, split: str, transform: Callable | None = None, data_format: str | None = None,
                  keep_decoded: bool = False) -> Dataset:
-    """One split of the dataset at ``root``, in ``format`` (a key of ``DATASET_FORMATS``; None: detected).
+    """One split of the dataset at ``root``, in ``data_format`` (a key of ``DATASET_FORMATS``; None: detected).
 
     Example:
         >>> import tempfile
@@ -238,7 +238,7 @@ def open_dataset(root: str | Path, split: str, transform: Callable | None = None
         >>> dataset_format(root), len(open_dataset(root, "validation"))
         ('ade20k', 1)
     """
-    name = format or dataset_format(root)
+    name = data_format or dataset_format(root)
     if name not in DATASET_FORMATS:
         raise DataError(f"unknown dataset format {name!r}; choose one of {', '.join(DATASET_FORMATS)}")
     return DATASET_FORMATS[name](Path(root).expanduser(), split, transform, keep_decoded)
@@ -267,8 +267,8 @@ def build_loaders(train_set: ADE20k, val_set: ADE20k, device_batch: int, seed: i
                   eval_batch: int | None = None) -> tuple[DataLoader, DataLoader]:
     """Shuffled, drop-last training loader and an in-order evaluation loader, split over processes.
 
-    The evaluation loader's batch is ``eval_batch`` (default: ``device_batch``); it changes the speed of
-    an evaluation, not its result.
+    The evaluation loader's batch is ``eval_batch`` (default: ``device_batch``): it changes the speed of
+    an evaluation and its ``val_loss`` (a mean over batches, Dice taken per batch), not mIoU or accuracy.
 
     Each of ``world_size`` processes (one per GPU) gets its own share of every epoch through a
     ``DistributedSampler`` seeded by ``seed``; with one process it is the whole set, shuffled.

@@ -146,7 +146,7 @@ class RunRecorder(Callback):
                  probes: Sequence[Probe] = ()):
         self.run = run
         self.probes = tuple(probes)
-        self._uncounted_seconds = 0.0  # evaluations of the raw weights, this session
+        self._uncounted_seconds = 0.0  # the probes' time, this session
         self.print_progress = print_progress
         self.on_progress = on_progress  # plain-Python observer: ("batch" | "eval", data)
         self.wall_time = 0.0  # seconds of fit() so far, over all sessions of the run
