@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -216,3 +217,15 @@ def test_two_processes_through_the_cli_launcher(tmp_path, scenes_root):
     assert done.returncode == 0, done.stderr[-3000:]
     run = Run.load(tmp_path / "ddp")
     assert run.info["world_size"] == 2 and [entry["step"] for entry in run.history] == [2, 4]
+
+
+def test_a_microbatch_whose_logits_cuda_cannot_index_is_refused_before_the_run_folder(tmp_path, scenes_root):
+    # 8 images x 16 classes x 4096^2 px = 2^31 elements, one more than CUDA's kernels index
+    from segkit.profiles import get_profile
+
+    huge = dataclasses.replace(get_profile("tiny"), name="huge", image_size=4096, global_batch_size=8,
+                               microbatch_size=8)
+    with pytest.raises(ConfigError, match=r"^microbatch_size 8 makes logits of 8 x 16 classes x 4096\^2 px, .* use "
+                                          r"4 or less, or 'auto'$"):
+        train("baseline", scenes_root, huge, duration="1ba", save_folder=tmp_path, print_progress=False)
+    assert not any(tmp_path.iterdir())
