@@ -2,8 +2,9 @@
 
 The public API, by the box of a run it belongs to:
 
-- data: ``ADE20k`` (the ADEChallengeData2016 layout), ``write_scenes`` (the built-in set)
-- model: ``deeplabv3plus``
+- data: ``open_dataset`` (any format of ``segkit.data.DATASET_FORMATS``), ``ADE20k`` (the
+  ADEChallengeData2016 layout), ``write_scenes`` (the built-in set)
+- model: ``build_model`` (any architecture of ``segkit.model.ARCHITECTURES``), ``deeplabv3plus``
 - loss: ``SegmentationLoss`` (0.375 CE + 1.125 Dice)
 - recipes: ``segkit.recipes`` (``baseline``, ``mild``, ``medium``, ``hot``, ``scale``), ``Recipe``
 - profiles: ``get_profile`` (``cpu``, ``scratch``, ``gpu``, ``a100``, ``tiny``)
@@ -13,11 +14,11 @@ The public API, by the box of a run it belongs to:
 """
 
 from segkit import recipes
-from segkit.data import ADE20k
+from segkit.data import ADE20k, open_dataset
 from segkit.errors import ConfigError, DataError, RunError, SegkitError, WeightsError
 from segkit.inference import evaluate, load_model
 from segkit.losses import SegmentationLoss
-from segkit.model import deeplabv3plus
+from segkit.model import build_model, deeplabv3plus
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
 from segkit.runs import Run, find_runs
@@ -37,6 +38,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "ADE20k", "ConfigError", "DataError", "Profile", "Recipe", "Run", "RunError", "RunSpec", "SegkitError",
-    "SegmentationLoss", "WeightsError", "deeplabv3plus", "evaluate", "find_runs", "get_profile",
-    "load_model", "recipes", "run_spec", "train", "write_scenes",
+    "SegmentationLoss", "WeightsError", "build_model", "deeplabv3plus", "evaluate", "find_runs", "get_profile",
+    "load_model", "open_dataset", "recipes", "run_spec", "train", "write_scenes",
 ]
