@@ -307,7 +307,7 @@ def check_same_run(previous: dict[str, Any], current: dict[str, Any], folder: Pa
     for key in ("recipe", "profile", "seed", "duration"):
         before, now = previous.get(key), current.get(key)
         if isinstance(before, dict) and isinstance(now, dict):
-            before = {**ADDED_FIELDS.get(key, {}), **before}
+            before, now = {**ADDED_FIELDS.get(key, {}), **before}, {**ADDED_FIELDS.get(key, {}), **now}
             fields = [name for name in sorted(before.keys() | now.keys()) if before.get(name) != now.get(name)]
         else:
             fields = [] if before == now else [key]
