@@ -250,19 +250,21 @@ class Results:
                                     f"(run its notebook or segkit train again) or leave it out")
                 found[run.recipe if run.recipe not in found else run.name] = run
             return found
-        found = {}
-        for recipe in NOTEBOOKS.values():
-            folder = Path(self.job.save_folder).expanduser() / self.job.spec(recipes.get(recipe)).run_name
-            if (folder / METRICS_FILE).is_file():
-                run = Run.load(folder)
-                if run.status == "finished" and run.history:
-                    found[recipe] = run
+        trained = {recipe: self.finished_run(recipes.get(recipe)) for recipe in NOTEBOOKS.values()}
+        found = {recipe: run for recipe, run in trained.items() if run is not None}
         if not found:
             raise DataError(f"no finished run of profile {self.job.profile!r}, seed {self.job.seed} in "
                             f"{self.job.save_folder}; run notebooks 00-03 with the same parameters first, or "
                             f"name run folders in the parameter run_folders")
         return found
 
+    def finished_run(self, recipe: Recipe) -> Run | None:
+        """The finished run of ``recipe`` with these parameters in ``save_folder``, if there is one."""
+        folder = Path(self.job.save_folder).expanduser() / self.job.spec(recipe).run_name
+        if not (folder / METRICS_FILE).is_file():
+            return None
+        run = Run.load(folder)
+        return run if run.status == "finished" and run.history else None
 
     def ce_only_baseline(self) -> Run | None:
         """The finished baseline trained with cross-entropy alone in notebook 00's lab (the Dice switch
@@ -271,11 +273,7 @@ class Results:
 
         editor = RecipeEditor("baseline")
         editor.set("dice", False)
-        folder = Path(self.job.save_folder).expanduser() / self.job.spec(editor.recipe).run_name
-        if not (folder / METRICS_FILE).is_file():
-            return None
-        run = Run.load(folder)
-        return run if run.status == "finished" and run.history else None
+        return self.finished_run(editor.recipe)
 
 
 def start_results(namespace: dict[str, Any]) -> Results:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypedDict
 
 from segkit.errors import ConfigError, RunError
+from segkit.model import DEFAULT_ARCHITECTURE
 
 try:
     import fcntl
@@ -296,7 +297,7 @@ def open_run(folder: Path, info: dict[str, Any]) -> tuple[Run, bool]:
 
 #: Fields that newer segkit records and an older run folder lacks, with the value they had before they
 #: were recorded, so that an older run still resumes.
-ADDED_FIELDS = {"profile": {"architecture": "deeplabv3plus"}}
+ADDED_FIELDS = {"profile": {"architecture": DEFAULT_ARCHITECTURE}}
 
 
 def check_same_run(previous: dict[str, Any], current: dict[str, Any], folder: Path) -> None:
