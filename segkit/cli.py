@@ -33,6 +33,12 @@ def add_data_command(commands) -> None:
     scenes.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
     scenes.add_argument("--train-images", type=int, default=200, help="training images (default 200)")
     scenes.add_argument("--val-images", type=int, default=96, help="validation images (default 96)")
+    prefill = kinds.add_parser("prefill", help="fill the cache ($SEGKIT_DATA) with what the profiles' runs read, "
+                                               "and record its hashes (an instructor, the day before)")
+    prefill.add_argument("--profile", action="append", default=None,
+                         help="a profile to fill for (repeat it; default: every profile on the built-in scenes)")
+    prefill.add_argument("--shared", action="store_true",
+                         help="make the cache read-only to every other account: folders 0755, files 0444")
 
 
 def add_train_command(commands) -> None:
@@ -97,11 +103,33 @@ def build_parser() -> argparse.ArgumentParser:
 def run_data(args: argparse.Namespace) -> None:
     from segkit.scenes import write_scenes
 
+    if args.kind == "prefill":
+        run_prefill(args)
+        return
     for name in ("train_images", "val_images"):
         if getattr(args, name) < 1:
             raise SegkitError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     root = write_scenes(args.out, seed=args.seed, train_images=args.train_images, val_images=args.val_images)
     print(f"wrote {args.train_images} training and {args.val_images} validation scenes to {root}")
+
+
+def run_prefill(args: argparse.Namespace) -> None:
+    """Make every cache entry the profiles' runs read, then record them (``segkit.cache.prefill``)."""
+    from segkit import cache, pretraining, scenes
+    from segkit.profiles import PROFILES, get_profile
+
+    names: list[str] = []
+    for profile in map(get_profile, args.profile or [p.name for p in PROFILES.values() if p.default_data == "scenes"]):
+        if profile.default_data == "scenes":
+            scenes.builtin_scenes(profile.scenes_train_images, profile.scenes_val_images)
+            names.append(scenes.entry_name(profile.scenes_train_images, profile.scenes_val_images))
+        if profile.weights == "scenes":
+            settings = pretraining.PretrainingSettings(backbone=profile.backbone)
+            pretraining.pretrained_backbone(profile.backbone)
+            weights = pretraining.entry_name(settings)
+            names += [scenes.entry_name(settings.images, 1, settings.data_seed), weights,
+                      str(Path(weights).with_suffix(".json"))]
+    cache.prefill(list(dict.fromkeys(names)), shared=args.shared)
 
 
 def run_train(args: argparse.Namespace, argv: Sequence[str]) -> int:

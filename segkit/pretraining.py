@@ -13,8 +13,8 @@ of its learning curve (docs/laptop-regime.md, candidates S2-T2 against C1-C10). 
 optimistic stand-in: the scenes share the training set's classes and style, as ImageNet shares
 many of ADE20k's object classes but not its labels.
 
-The result is a torchvision ResNet state dict (``fc`` included, as torchvision's files), cached as
-``$SEGKIT_DATA/pretrained/{backbone}-scenes-{fingerprint}.pth`` beside a provenance file
+The result is a torchvision ResNet state dict (``fc`` included, as torchvision's files), cached
+(``segkit.cache``) as ``$SEGKIT_DATA/pretrained/{backbone}-scenes-{fingerprint}.pth`` beside a provenance file
 (``.json``: the command, settings, versions, thread count, time and the weights' SHA-256). It is
 loaded through the same code path as a local ImageNet file (``segkit.model.load_backbone_weights``).
 """
@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from segkit import cache
 from segkit.data import open_dataset
 from segkit.errors import ConfigError, WeightsError
 from segkit.model import BACKBONES, build_model, kaiming_init
@@ -68,10 +69,6 @@ class PretrainingSettings:
         """Eight hex digits naming these settings, the procedure and the scene generator."""
         text = json.dumps([dataclasses.asdict(self), PRETRAINING_VERSION, GENERATOR_VERSION], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:8]
-
-
-def cache_folder() -> Path:
-    return Path(os.environ.get("SEGKIT_DATA", Path.home() / ".cache" / "segkit")).expanduser() / "pretrained"
 
 
 def weights_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -226,26 +223,41 @@ def read_provenance(path: str | Path) -> dict:
     except (OSError, ValueError):
         raise WeightsError(f"pretrained weights {path} have no readable provenance "
                            f"{path.with_suffix('.json')}; delete {path} to make them again") from None
-    if provenance.get("sha256") != weights_sha256(torch.load(path, map_location="cpu", weights_only=True)):
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a cut-short file: RuntimeError, EOFError, UnpicklingError, ...
+        raise WeightsError(f"pretrained weights {path} are truncated or not a PyTorch file "
+                           f"({str(error).strip().splitlines()[0]}); delete {path} to make them again") from None
+    if not isinstance(weights, dict) or provenance.get("sha256") != weights_sha256(weights):
         raise WeightsError(f"pretrained weights {path} do not match the SHA-256 in their provenance; "
                            f"delete {path} to make them again")
     return provenance
+
+
+def entry_name(settings: PretrainingSettings) -> str:
+    """The cache entry (``segkit.cache``) of the weights these settings make; the provenance is beside it."""
+    return f"pretrained/{settings.backbone}-scenes-{settings.fingerprint()}.pth"
 
 
 def pretrained_backbone(backbone: str, task: str = "segmentation", *, settings: dict | None = None,
                         log=print) -> Path:
     """The cached scenes-pretrained weights for ``backbone``, made on first use (about 1.5 minutes).
 
-    ``settings`` changes other fields of ``PretrainingSettings`` (each variant is cached apart).
+    ``settings`` changes other fields of ``PretrainingSettings`` (each variant is cached apart). In a
+    prefilled cache the weights and their provenance are checked against the instructor's manifest.
 
     Example:
         ``deeplabv3plus("resnet10", 16, 16, weights=pretrained_backbone("resnet10"))``
     """
     settings = PretrainingSettings(backbone=backbone, task=task, **(settings or {}))
-    path = cache_folder() / f"{backbone}-scenes-{settings.fingerprint()}.pth"
-    if not path.is_file():
-        log(f"pretraining the {backbone} backbone on built-in scenes ({task}), once (cached in {path.parent})")
-        pretrain(settings, path, log=log)  # two processes racing both write whole files: the last one stays
+    name = entry_name(settings)
+    path = cache.find(name)
+    if path is None:
+        log(f"pretraining the {backbone} backbone on built-in scenes ({task}), once "
+            f"(cached in {cache.cache_folder() / 'pretrained'})")
+        path = cache.make(name, lambda out: pretrain(settings, out, log=log))
+    if path.is_relative_to(cache.cache_folder()):
+        cache.check_against_manifest(cache.cache_folder(), str(Path(name).with_suffix(".json")))
     read_provenance(path)
     return path
 

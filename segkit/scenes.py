@@ -20,14 +20,14 @@ dataset is a pure function of its arguments and a larger one extends a smaller o
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from segkit import cache
 
 #: Class names in label order: annotation value k (1-based) is ``CLASS_NAMES[k - 1]``; 0 is unlabelled.
 CLASS_NAMES = (
@@ -452,22 +452,19 @@ def _write_object_info(path: Path, pixel_counts: dict[str, np.ndarray]) -> None:
 GENERATOR_VERSION = 1
 
 
+def entry_name(train_images: int = DEFAULT_TRAIN_IMAGES, val_images: int = DEFAULT_VAL_IMAGES, seed: int = 0) -> str:
+    """The cache entry of a built-in set (``segkit.cache``): one folder per generator version and size."""
+    return f"scenes-v{GENERATOR_VERSION}-seed{seed}-train{train_images}-val{val_images}"
+
+
 def builtin_scenes(train_images: int = DEFAULT_TRAIN_IMAGES, val_images: int = DEFAULT_VAL_IMAGES,
                    seed: int = 0) -> Path:
-    """The built-in set of a given size, generated once into a cache folder and reused.
+    """The built-in set of a given size, generated once into the cache (``segkit.cache``) and reused.
 
-    The cache is ``$SEGKIT_DATA`` or ``~/.cache/segkit``. Generation goes to a temporary folder
-    that is renamed into place, so concurrent or interrupted runs never see a half-written set.
+    The cache is ``$SEGKIT_DATA`` or ``~/.cache/segkit``. A set is generated in a temporary folder and
+    renamed into place, so concurrent or interrupted runs never see half of one, readable by whoever
+    can read the cache; a learner who cannot write a shared cache generates into their own.
     """
-    cache = Path(os.environ.get("SEGKIT_DATA", Path.home() / ".cache" / "segkit")).expanduser()
-    root = cache / f"scenes-v{GENERATOR_VERSION}-seed{seed}-train{train_images}-val{val_images}"
-    if root.is_dir():
-        return root
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=cache))
-    write_scenes(staging, seed=seed, train_images=train_images, val_images=val_images)
-    try:
-        staging.rename(root)
-    except OSError:  # another process finished first; its copy is identical
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+    name = entry_name(train_images, val_images, seed)
+    return cache.find(name) or cache.make(
+        name, lambda out: write_scenes(out, seed=seed, train_images=train_images, val_images=val_images))
