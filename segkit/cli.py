@@ -1,4 +1,4 @@
-"""The ``segkit`` command: data, train, pretrain, evaluate, recipes and notebooks.
+"""The ``segkit`` command: data, train, pretrain, evaluate, recipes, notebooks, and the class table.
 
 Every user error prints one line, ``segkit: error: ...``, and exits with status 2.
 """
@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     recipes.add_argument("name", nargs="?", help="a recipe name or .yaml file")
     recipes.add_argument("--yaml", action="store_true", help="print the recipe as YAML (for --recipe FILE)")
     recipes.add_argument("--profile", default=None, help="show the recipe scaled to this profile")
+    share = commands.add_parser("share", help="publish a finished run to the class table ($SEGKIT_CLASS)")
+    share.add_argument("run_folder", help="a finished run folder (runs/NAME)")
+    share.add_argument("--class-folder", default=None, help="the class folder (default $SEGKIT_CLASS)")
+    room = commands.add_parser("class", help="show the class table: every learner's shared runs, grouped")
+    room.add_argument("--class-folder", default=None, help="the class folder (default $SEGKIT_CLASS)")
     notebooks = commands.add_parser("notebooks", help="run the four notebooks headless and write a summary page")
     notebooks.add_argument("--out", default="runs/notebooks", help="output folder (default runs/notebooks)")
     notebooks.add_argument("--only", nargs="*", default=None, help="notebook names to run (default all)")
@@ -234,6 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_recipes(args)
         elif args.command == "notebooks":
             run_notebooks(args)
+        elif args.command == "share":
+            from segkit import classroom
+
+            print(f"shared {args.run_folder} with the class: {classroom.share(args.run_folder, args.class_folder)}")
+        elif args.command == "class":
+            from segkit import classroom
+
+            print(classroom.class_table(args.class_folder))
     except SegkitError as error:
         print(f"segkit: error: {one_line(error)}", file=sys.stderr)
         return EXIT_USAGE

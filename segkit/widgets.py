@@ -1,4 +1,4 @@
-"""ipywidgets views for the notebooks: a recipe picker, a train button, a prediction gallery.
+"""ipywidgets views for the notebooks: a recipe picker, a train button, a prediction gallery, a share button.
 
 They hold no logic of their own: the picker wires switches and fields to a
 ``segkit.recipe_editor.RecipeEditor``, the train button calls ``segkit.notebooks.Job.train``
@@ -8,6 +8,7 @@ ipywidgets box, so a notebook cell that ends with one displays it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 from IPython.display import HTML, display
 
-from segkit import recipes
+from segkit import classroom, recipes
 from segkit.errors import SegkitError, one_line
 from segkit.gallery import Predictions
 from segkit.recipe_editor import RecipeEditor
@@ -183,10 +184,35 @@ class TrainPanel(w.VBox):
                       f"(a finished run of the same recipe is reused)")
                 self.result = self.job.train(recipe)
                 display(HTML("<b>Predictions of this run</b>"), PredictionGallery(self.result.folder))
+                if os.environ.get(classroom.CLASS_VARIABLE):
+                    display(ShareButton(self.result.folder))
             except SegkitError as error:
                 print(f"{type(error).__name__}: {one_line(error)}")
             finally:
                 self.button.disabled = False
+
+
+class ShareButton(w.VBox):
+    """A button that publishes a finished run to the class table (``segkit.classroom.share``).
+
+    Args:
+        run_folder: the finished run to share.
+        folder: the class folder (default ``$SEGKIT_CLASS``).
+    """
+
+    def __init__(self, run_folder: str | Path, folder: str | Path | None = None):
+        self.run_folder, self.folder = run_folder, folder
+        self.button = w.Button(description="Share with the class", icon="users", layout=w.Layout(width="220px"))
+        self.status = w.HTML()
+        self.button.on_click(self._clicked)
+        super().__init__([self.button, self.status])
+
+    def _clicked(self, _button: w.Button) -> None:
+        try:
+            path = classroom.share(self.run_folder, self.folder)
+            self.status.value = f"Shared as <code>{path.name}</code>: notebook 04 shows the class table."
+        except SegkitError as error:
+            self.status.value = f"{type(error).__name__}: {one_line(error)}"
 
 
 class RecipeLab(w.VBox):

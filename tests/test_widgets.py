@@ -10,7 +10,7 @@ from segkit import recipes
 from segkit.errors import ConfigError
 from segkit.notebooks import Job
 from segkit.runs import Run
-from segkit.widgets import PredictionGallery, RecipeLab, RecipePicker, TrainPanel
+from segkit.widgets import PredictionGallery, RecipeLab, RecipePicker, ShareButton, TrainPanel
 
 
 def test_picker_switch_changes_the_recipe_and_the_table():
@@ -117,3 +117,14 @@ def test_gallery_and_lab_leave_a_static_view_where_widgets_cannot_run(trained_la
     assert gallery._repr_mimebundle_()["text/html"] == gallery.view.value  # what is shown now
     lab_view = trained_lab._repr_mimebundle_()["text/html"]
     assert "open this notebook in JupyterLab" in lab_view and "<table" in lab_view
+
+
+def test_share_button_publishes_the_lab_s_run_to_the_class_folder(trained_lab, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUPYTERHUB_USER", "ada")
+    button = ShareButton(trained_lab.train.result.folder, tmp_path)
+    button.button.click()
+    entry = tmp_path / f"ada--{trained_lab.train.result.folder.name}.json"
+    assert entry.is_file() and f"Shared as <code>{entry.name}</code>" in button.status.value
+    missing = ShareButton(trained_lab.train.result.folder, tmp_path / "nowhere")
+    missing.button.click()
+    assert missing.status.value.startswith("ConfigError: class folder") and "does not exist" in missing.status.value
