@@ -41,7 +41,8 @@ class Account:
         return {"HOME": str(self.home), "USER": self.name, "LOGNAME": self.name, "PATH": os.environ["PATH"],
                 "PYTHONWARNINGS": "error", "OMP_NUM_THREADS": "1", **extra}
 
-    def run(self, *command: str, cwd: Path | None = None, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    def run(self, *command: str, cwd: Path | None = None, timeout: float = 300,
+            **env: str) -> subprocess.CompletedProcess:
         """Run ``command`` as this account (its uid and all its groups, as at login), capturing text output."""
         return subprocess.run(list(command), user=self.uid, group=self.gid,
                               extra_groups=os.getgrouplist(self.name, self.gid),
@@ -94,8 +95,9 @@ def python_reachable() -> Iterator[None]:
 
 @contextlib.contextmanager
 def unix_accounts(roles: tuple[str, ...], group: str | None = "learners") -> Iterator[tuple[dict[str, Account], int]]:
-    """Accounts named after ``roles`` (a short random prefix keeps parallel tests apart), homes in a fresh
-    folder, all members of one new group (the hub's learners group); yields them and the group's id."""
+    """Accounts named after ``roles`` (a short random prefix keeps parallel tests apart), homes (mode 0700)
+    in a fresh folder that everyone can pass through, all members of one new group (the hub's learners
+    group); yields them and the group's id."""
     if os.geteuid() != 0 or not shutil.which("useradd"):
         skip_or_fail("making Unix accounts needs root and useradd")
     prefix = f"sk{secrets.token_hex(2)}"
@@ -111,7 +113,9 @@ def unix_accounts(roles: tuple[str, ...], group: str | None = "learners") -> Ite
             subprocess.run(["groupadd", group_name], check=True, capture_output=True)
         for role in roles:
             name = f"{prefix}{role}"[:32]
-            subprocess.run(["useradd", "--create-home", "--home-dir", str(base / role), "--user-group",
+            # Homes 0700, as docs/workshop.md asks of a hub (Debian's useradd would make them 0755: readable by all).
+            subprocess.run(["useradd", "--create-home", "-K", "HOME_MODE=0700", "--home-dir", str(base / role),
+                            "--user-group",
                             *(["--groups", group_name] if group_name else []), "--shell", "/bin/sh", name],
                            check=True, capture_output=True)
             made.append(name)
