@@ -7,6 +7,11 @@ Targets are integer masks ``(N, H, W)`` with ``-1`` for ignored pixels, or, for 
 
 The math is in pure functions (``cross_entropy``, ``dice_loss``) tested against hand-computed
 numbers; ``SegmentationLoss`` is the thin module that weights them and reports the parts.
+
+On a GPU the logits are half precision (``amp_fp16``, ``amp_bf16``) and the largest tensor of the step
+(16 x 150 x 512 x 512 per GPU): the softmax stays in their precision (its kernel accumulates in fp32),
+every sum over pixels is taken in fp32, and no value is read back to the host, so the loss costs no
+full-size fp32 copy and never waits for the GPU.
 """
 
 from __future__ import annotations
@@ -26,15 +31,15 @@ DICE_SMOOTH = 1e-5
 class MixedMasks(NamedTuple):
     """The target of a MixUp batch: each pixel is ``lam`` of ``first`` and ``1 - lam`` of ``second``."""
 
-    first: torch.Tensor  # (N, H, W) int64, -1 = ignored
-    second: torch.Tensor  # (N, H, W) int64, the masks of the images mixed in
-    lam: float
+    first: torch.Tensor  # (N, H, W) integer, -1 = ignored
+    second: torch.Tensor  # (N, H, W) integer, the masks of the images mixed in
+    lam: float | torch.Tensor  # a 0-d tensor under torch.compile, so that a new lambda does not recompile
 
 
 Target = torch.Tensor | MixedMasks
 
 
-def components(target: Target) -> list[tuple[torch.Tensor, float]]:
+def components(target: Target) -> list[tuple[torch.Tensor, float | torch.Tensor]]:
     """A target as ``(mask, weight)`` pairs whose weights sum to one."""
     if isinstance(target, MixedMasks):
         return [(target.first, target.lam), (target.second, 1.0 - target.lam)]
@@ -56,10 +61,13 @@ def cross_entropy(log_probs: torch.Tensor, target: Target, ignore_index: int = I
     Returns:
         A scalar; 0 when no pixel is labelled.
     """
-    total, mass = log_probs.new_zeros(()), log_probs.new_zeros(())
+    total = log_probs.new_zeros((), dtype=torch.float32)
+    mass = log_probs.new_zeros((), dtype=torch.float32)
     for mask, weight in components(target):
-        total = total + weight * F.nll_loss(log_probs, mask, ignore_index=ignore_index, reduction="sum")
-        mass = mass + weight * (mask != ignore_index).sum()
+        valid = mask != ignore_index
+        picked = log_probs.gather(1, mask.clamp_min(0).long().unsqueeze(1)).squeeze(1)  # (N, H, W): log p at the truth
+        total = total - weight * (picked.float() * valid).sum()
+        mass = mass + weight * valid.sum()
     return total / mass.clamp_min(1e-12)
 
 
@@ -81,22 +89,22 @@ def dice_loss(probs: torch.Tensor, target: Target, ignore_index: int = IGNORE_IN
         A scalar; 0 when no pixel is labelled.
     """
     num_classes = probs.shape[1]
-    intersection = probs.new_zeros(num_classes)  # I_c
-    target_mass = probs.new_zeros(num_classes)  # G_c
+    intersection = probs.new_zeros(num_classes, dtype=torch.float32)  # I_c
+    target_mass = probs.new_zeros(num_classes, dtype=torch.float32)  # G_c
     pixel_weight = probs.new_zeros(probs.shape[0], *probs.shape[2:])  # (N, H, W): target mass per pixel
     for mask, weight in components(target):
         valid = mask != ignore_index
-        labels = mask.clamp_min(0)  # (N, H, W), ignored pixels point at class 0 and are masked below
-        picked = probs.gather(1, labels.unsqueeze(1)).squeeze(1) * valid  # (N, H, W): p at the true class
-        intersection = intersection.index_add(0, labels.flatten(), weight * picked.flatten())
-        target_mass = target_mass + weight * torch.bincount(labels[valid], minlength=num_classes)
+        labels = mask.clamp_min(0).long().flatten()  # ignored pixels point at class 0 with weight 0
+        picked = probs.gather(1, mask.clamp_min(0).long().unsqueeze(1)).squeeze(1).float() * valid  # (N, H, W)
+        intersection = intersection.index_add(0, labels, weight * picked.flatten())
+        target_mass = target_mass.index_add(0, labels, weight * valid.flatten().float())
         pixel_weight = pixel_weight + weight * valid
-    prediction_mass = torch.einsum("nchw,nhw->c", probs, pixel_weight)  # P_c, without an (N, C, H, W) copy
-    present = target_mass > 0
-    if not present.any():
-        return probs.sum() * 0.0
+    # P_c without an (N, C, H, W) copy: a contraction that accumulates in fp32 inside the kernel.
+    prediction_mass = torch.einsum("nchw,nhw->c", probs, pixel_weight.to(probs.dtype)).float()
+    present = (target_mass > 0).float()
     dice = 1 - (2 * intersection + smooth) / (target_mass + prediction_mass + smooth)
-    return dice[present].mean()
+    # The mean over present classes, as a ratio rather than a boolean index: no host sync; 0 when none is.
+    return (dice * present).sum() / present.sum().clamp_min(1)
 
 
 class SegmentationLoss(nn.Module):
@@ -124,12 +132,14 @@ class SegmentationLoss(nn.Module):
         self.ce_weight, self.dice_weight, self.ignore_index = ce_weight, dice_weight, ignore_index
 
     def forward(self, logits: torch.Tensor, target: Target) -> dict[str, torch.Tensor]:
-        log_probs = F.log_softmax(logits.float(), dim=1)
-        parts = {"cross_entropy": logits.new_zeros((), dtype=torch.float32),
-                 "dice": logits.new_zeros((), dtype=torch.float32)}
-        if self.ce_weight:
-            parts["cross_entropy"] = cross_entropy(log_probs, target, self.ignore_index)
-        if self.dice_weight:
-            parts["dice"] = dice_loss(log_probs.exp(), target, self.ignore_index)
+        # Autocast would run the softmax in fp32, a full-size copy of the logits: keep their precision.
+        with torch.autocast(logits.device.type, enabled=False):
+            log_probs = F.log_softmax(logits, dim=1)
+            parts = {"cross_entropy": logits.new_zeros((), dtype=torch.float32),
+                     "dice": logits.new_zeros((), dtype=torch.float32)}
+            if self.ce_weight:
+                parts["cross_entropy"] = cross_entropy(log_probs, target, self.ignore_index)
+            if self.dice_weight:
+                parts["dice"] = dice_loss(log_probs.exp(), target, self.ignore_index)
         total = self.ce_weight * parts["cross_entropy"] + self.dice_weight * parts["dice"]
         return {"total": total, **parts}

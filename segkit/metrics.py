@@ -59,7 +59,10 @@ class ConfusionMatrix(Metric):
     """A torchmetrics metric that sums confusion matrices (across batches and GPUs).
 
     ``update(logits, target)`` takes logits ``(N, C, H, W)`` and a mask ``(N, H, W)``;
-    subclasses turn the matrix into one number in ``compute``.
+    subclasses turn the matrix into one number in ``summarize``. ``computed_confusion`` is the matrix
+    the last ``compute`` saw: summed over every process. torchmetrics sums the processes' states just
+    before ``compute`` and gives each process its own share back right after, so ``confusion`` read
+    later covers this process's images only (per-class IoU from it would be rank-local).
     """
 
     full_state_update = False
@@ -69,21 +72,29 @@ class ConfusionMatrix(Metric):
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.add_state("confusion", default=torch.zeros(num_classes, num_classes, dtype=torch.int64),
                        dist_reduce_fx="sum")
+        self.computed_confusion: torch.Tensor | None = None
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         predictions = logits.argmax(dim=1)  # (N, H, W)
         self.confusion += confusion_matrix(predictions, target, self.num_classes, self.ignore_index)
 
+    def compute(self) -> torch.Tensor:
+        self.computed_confusion = self.confusion.detach().clone()
+        return torch.tensor(self.summarize(self.computed_confusion))
+
+    def summarize(self, confusion: torch.Tensor) -> float:
+        raise NotImplementedError
+
 
 class MeanIoU(ConfusionMatrix):
     """mIoU in percent over the whole evaluation set."""
 
-    def compute(self) -> torch.Tensor:
-        return torch.tensor(mean_iou(self.confusion))
+    def summarize(self, confusion: torch.Tensor) -> float:
+        return mean_iou(confusion)
 
 
 class PixelAccuracy(ConfusionMatrix):
     """Pixel accuracy in percent over the whole evaluation set."""
 
-    def compute(self) -> torch.Tensor:
-        return torch.tensor(pixel_accuracy(self.confusion))
+    def summarize(self, confusion: torch.Tensor) -> float:
+        return pixel_accuracy(confusion)

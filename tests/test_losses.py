@@ -119,3 +119,62 @@ def test_gradients_flow_through_both_terms():
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
     SegmentationLoss()(logits, torch.randint(-1, 3, (2, 4, 4)))["total"].backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def dense_reference(logits: torch.Tensor, target, ce_weight: float = 0.375, dice_weight: float = 1.125) -> float:
+    """The objective the straightforward way, in float64: a one-hot target and full-size sums."""
+    probs = torch.softmax(logits.double(), dim=1)
+    num_classes = probs.shape[1]
+    parts = [(target.first, target.lam), (target.second, 1 - target.lam)] if isinstance(target, MixedMasks) \
+        else [(target, 1.0)]
+    soft = sum(float(w) * torch.nn.functional.one_hot(m.long().clamp_min(0), num_classes).permute(0, 3, 1, 2)
+               * (m >= 0)[:, None] for m, w in parts)  # (N, C, H, W) target mass
+    ce = -(soft * probs.log()).sum() / soft.sum()
+    weight = soft.sum(1, keepdim=True)  # (N, 1, H, W)
+    intersection, target_mass = (probs * soft).sum((0, 2, 3)), soft.sum((0, 2, 3))
+    prediction_mass = (probs * weight).sum((0, 2, 3))
+    dice = 1 - (2 * intersection + EPS) / (target_mass + prediction_mass + EPS)
+    return float(ce_weight * ce + dice_weight * dice[target_mass > 0].mean())
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize("mixed", [False, True])
+def test_the_loss_equals_a_dense_float64_reference(dtype, tolerance, mixed):
+    generator = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(4, 12, 16, 16, generator=generator)).to(dtype)
+    masks = torch.randint(-1, 12, (2, 4, 16, 16), generator=generator, dtype=torch.int64)
+    masks[..., 3] = 5  # a uint8 mask cannot hold -1: the loss takes any integer dtype
+    target = MixedMasks(masks[0], masks[1], torch.tensor(0.3)) if mixed else masks[0]
+    loss = SegmentationLoss()(logits, target)["total"]
+    assert loss.dtype == torch.float32
+    assert float(loss) == pytest.approx(dense_reference(logits, target), rel=tolerance)
+
+
+def test_the_loss_makes_no_full_size_fp32_copy_of_half_precision_logits():
+    """Every tensor the loss creates, recorded as torch dispatches it: none is fp32 at the logits' size."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.made = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.made += [(t.dtype, t.numel()) for t in torch.utils._pytree.tree_leaves(out) if torch.is_tensor(t)]
+            return out
+
+    logits = torch.randn(2, 150, 32, 32, dtype=torch.bfloat16, requires_grad=True)
+    masks = torch.randint(0, 150, (2, 32, 32))
+    with Record() as record, torch.autocast("cpu", dtype=torch.bfloat16):
+        SegmentationLoss()(logits, masks)["total"].backward()
+    full_size = [dtype for dtype, numel in record.made if numel == logits.numel()]
+    assert full_size and torch.float32 not in full_size, full_size
+
+
+def test_the_loss_has_no_data_dependent_step():
+    """A host sync (a boolean index, ``.any()`` in an if, ``bincount``) breaks a graph: ``fullgraph`` refuses it."""
+    loss = torch.compile(SegmentationLoss(), backend="eager", fullgraph=True)
+    masks = torch.randint(-1, 6, (2, 2, 8, 8))
+    for target in (masks[0], MixedMasks(masks[0], masks[1], torch.tensor(0.6))):
+        assert torch.isfinite(loss(torch.randn(2, 6, 8, 8), target)["total"])
