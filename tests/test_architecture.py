@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "segkit"
 #: Each module's layer, lowest first (docs/architecture.md draws them). A module may import its own
 #: layer and those below it, never one above.
 LAYERS = {
-    "errors": 0, "colab": 0,
+    "errors": 0, "colab": 0, "cache": 0,
     # data, model and loss: plain PyTorch
     "transforms": 1, "data": 1, "scenes": 1, "model": 1, "losses": 1, "metrics": 1, "functional": 1,
     "checkpoints": 1, "pretraining": 1, "devices": 1,
@@ -27,7 +27,7 @@ LAYERS = {
     "algorithms": 4, "engine": 4, "inference": 4, "measurements": 4, "probes": 4,
     # views: figures, tables, pictures, widgets, the summary page
     "plots": 5, "tables": 5, "gallery": 5, "explain": 5, "recipe_editor": 5, "report": 5, "widgets": 5,
-    "pictures": 5, "pages": 5, "results": 5,
+    "pictures": 5, "pages": 5, "results": 5, "classroom": 5,
     # entry points
     "notebooks": 6, "headless": 6, "papermill_engine": 6, "cli": 6, "__main__": 6, "__init__": 6,
 }
