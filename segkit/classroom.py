@@ -247,13 +247,17 @@ def class_figure(folder: str | Path | None = None, me: str | None = None) -> go.
     return figure
 
 
-def show(folder: str | Path | None = None) -> None:
-    """Display the class table and figure in a notebook, or say in one line how to set the folder up."""
+def share_and_show(runs: Sequence[Run] = (), folder: str | Path | None = None) -> None:
+    """In a notebook: share ``runs`` (the finished ones) with the class, then display the class figure and
+    table; without a class folder, one line says how to set one up and nothing else happens."""
     from IPython.display import display
 
     try:
-        table = class_table(folder)
+        folder = class_folder(folder)
     except ConfigError as error:
         print(f"No class table here: {error}")
         return
-    display(class_figure(folder), table)
+    for run in runs:
+        if run.status == "finished":
+            print(f"shared {run.name} as {share(run.folder, folder).name}")
+    display(class_figure(folder), class_table(folder))

@@ -130,3 +130,15 @@ def test_groups_by_what_was_trained_with_the_spread_across_learners(room, tmp_pa
     figure = classroom.class_figure(folder)
     yours = next(trace for trace in figure.data if trace.name == "yours")
     assert list(yours.y) == [34.0] and yours.marker.line.width == 3
+
+
+def test_share_and_show_shares_finished_runs_or_says_how_to_set_a_class_folder_up(room, tmp_path, monkeypatch,
+                                                                                  capsys):
+    monkeypatch.setenv("JUPYTERHUB_USER", "ann")
+    monkeypatch.delenv(classroom.CLASS_VARIABLE, raising=False)
+    run = Run.load(room[0]["ada"].home / "runs" / RUN_NAME)
+    classroom.share_and_show([run])
+    assert capsys.readouterr().out.startswith("No class table here: no class folder: set SEGKIT_CLASS")
+    classroom.share_and_show([run], tmp_path)
+    assert capsys.readouterr().out.startswith(f"shared {RUN_NAME} as ann--{RUN_NAME}.json")
+    assert [entry.learner for entry in classroom.read_entries(tmp_path)] == ["ann"]
