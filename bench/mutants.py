@@ -76,6 +76,10 @@ MUTANTS = [
            "        with open(path, \"rb\") as source, open(temporary, \"wb\") as file:\n"
            "            file.write(source.read())",
            ("tests/test_runs.py", "tests/test_reliability.py::test_kill_and_resume")),
+    Mutant("Composer loads the run folder's checkpoint, not the checked copy", "segkit/engine.py",
+           "load_path=str(checked) if checked else None,",
+           "load_path=str(folder / CHECKPOINT_FILE) if checked else None,",
+           ("tests/test_reliability.py::test_checkpoint_swapped_between_check_and_load_is_never_unpickled",)),
     Mutant("SAM's rho not scaled to the profile", "segkit/recipes.py",
            "sam_rho=None if recipe.sam_rho is None else round(recipe.sam_rho * profile.sam_rho_scale, 4),",
            "sam_rho=recipe.sam_rho,",

@@ -2,17 +2,23 @@
 
 A checkpoint is Composer's training state (``{"state": ..., "rng": ...}``, written atomically by
 ``segkit.engine.save_checkpoint``) so that Composer's ``Trainer(load_path=...)`` resumes it.
-Before Composer reads one (Composer uses
-``torch.load(weights_only=False)``), ``check_loadable`` reads it with ``weights_only=True``:
-a file that would need arbitrary code to unpickle, a truncated file, or one from another model
-is refused with a ``WeightsError`` naming it, and nothing is executed.
+Composer reads the file it is given with ``torch.load(weights_only=False)``, which runs whatever
+code a pickle names. So Composer is never given the run folder's file: ``checked_copy`` reads it
+once into a folder only this user can write, checks that copy with ``weights_only=True`` (a file
+that would need code to unpickle, a truncated file, or one from another model is refused with a
+``WeightsError`` naming it, and nothing is executed) and hands Composer the copy, the bytes that
+were checked. A file swapped into the run folder after that read is never opened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import pickle
+import shutil
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +38,14 @@ def safe_load(path: Path) -> Any:
     """``torch.load`` with ``weights_only=True`` (plus NumPy's array types); errors name the file."""
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist")
+    return _safe_load(path, path)
+
+
+def _safe_load(source: Path, path: Path) -> Any:
+    """``safe_load`` of ``source``, a private copy of ``path`` or ``path`` itself; errors name ``path``."""
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
         raise WeightsError(f"{path} holds objects that loading would have to execute ({first_line}); "
@@ -57,9 +68,39 @@ def _check_matches(weights: dict[str, torch.Tensor], module: torch.nn.Module, pa
                            f"profile and number of classes")
 
 
-def check_loadable(path: Path, model: torch.nn.Module) -> None:
-    """Check that ``path`` is a safe Composer checkpoint whose weights fit ``model``."""
-    checkpoint = safe_load(path)
+@contextlib.contextmanager
+def checked_copy(path: Path, model: torch.nn.Module) -> Iterator[Path]:
+    """A private copy of the Composer checkpoint at ``path``, checked to be safe and to fit ``model``, for Composer
+    to load.
+
+    ``path`` is opened once and copied into a new folder that only this user can write (``mkdtemp``: mode
+    0700, in the system's temporary folder, never the run folder, whose entries anyone who can write it may
+    rename). The copy is checked and yielded; the folder is removed on exit, so load it inside the ``with``.
+    Errors name ``path``.
+
+    Example:
+        ``with checked_copy(run / "checkpoints" / "latest.pt", model) as copy: Trainer(load_path=str(copy), ...)``
+    """
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    with tempfile.TemporaryDirectory(prefix="segkit-checkpoint-") as private:
+        copy = Path(private) / path.name
+        try:
+            source = open(path, "rb")  # noqa: SIM115 - its errors are told apart from the copy's below
+        except OSError as error:
+            raise WeightsError(f"cannot read checkpoint {path} ({error.strerror or error}); make it readable, "
+                               f"or delete it to start over") from None
+        try:
+            with source, open(copy, "wb") as target:
+                shutil.copyfileobj(source, target)
+        except OSError as error:
+            raise WeightsError(f"cannot copy checkpoint {path} to {private} to check it ({error.strerror or error}); "
+                               f"free space there, or point TMPDIR at a local folder with room") from None
+        _check_checkpoint(_safe_load(copy, path), model, path)
+        yield copy
+
+
+def _check_checkpoint(checkpoint: Any, model: torch.nn.Module, path: Path) -> None:
     weights = checkpoint.get("state", {}).get("model") if isinstance(checkpoint, dict) else None
     if not isinstance(weights, dict):
         raise WeightsError(f"{path} is not a segkit training checkpoint (it has no model state)")

@@ -55,6 +55,9 @@ def add_train_command(commands) -> None:
     parser.add_argument("--duration", default=None, help="override the length: e.g. 2ba or 10ep")
     parser.add_argument("--weights", default=None,
                         help="backbone init: imagenet, a local torchvision .pth file, or none")
+    parser.add_argument("--check-data", action=argparse.BooleanOptionalAction, default=None,
+                        help="read every validation file before training, so a bad one fails at the start "
+                             "(default: on for the gpu and a100 profiles)")
     parser.add_argument("--gpus", type=int, default=None,
                         help="processes on this machine, one per GPU (default: every visible GPU on a GPU profile, "
                              "1 on the CPU); more than 1 in all trains through Composer's launcher (DDP)")
@@ -149,7 +152,7 @@ def run_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
             return subprocess.call(command)
     from segkit.engine import train
 
-    result = train(spec, run_name=args.run_name, save_folder=args.save_folder)
+    result = train(spec, run_name=args.run_name, save_folder=args.save_folder, check_data=args.check_data)
     print(f"{result.run.recipe} on {spec.profile.name}: mIoU {result.miou:.2f}, pixel accuracy "
           f"{result.pixel_accuracy:.2f}, {result.wall_time:.0f} s; run folder {result.folder}")
     return 0

@@ -5,7 +5,12 @@ which are written in the same layout::
 
     ROOT/images/{training,validation}/NAME.jpg
     ROOT/annotations/{training,validation}/NAME.png    (8-bit class indices, 0 = unlabelled)
-    ROOT/objectInfo150.txt                              (class list; optional, 150 ADE classes if absent)
+    ROOT/objectInfo150.txt                              (class list; optional, see below)
+
+Without ``objectInfo150.txt`` a root is read as ADE20k: 150 classes with ADE20k's names (the real
+ADEChallengeData2016 ships the file; a copy without it, or a GPU check's generated set, is still ADE20k).
+That is never silent: ``segkit.train`` says so in its first lines (``class_list_note``), and a label
+above 150 fails naming the missing list. Another dataset needs its own list.
 
 Every problem with a folder or a file raises ``DataError`` naming it and saying what to do.
 """
@@ -15,7 +20,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import multiprocessing.context
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +43,21 @@ ADE20K_CLASSES: tuple[str, ...] = tuple(_ADE20K["classes"])
 ADE20K_PALETTE: tuple[tuple[int, int, int], ...] = tuple(tuple(color) for color in _ADE20K["palette"])
 
 
+#: The class list of a data root, in ADE20k's objectInfo150.txt format.
+CLASS_LIST = "objectInfo150.txt"
+
+
 def read_class_names(root: Path) -> tuple[str, ...] | None:
     """Class names from ``objectInfo150.txt`` (tab-separated, name in the last column), if present."""
-    path = root / "objectInfo150.txt"
+    path = root / CLASS_LIST
     if not path.is_file():
         return None
-    rows = [line.split("\t") for line in path.read_text().splitlines()[1:] if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot read class list {path} ({error}); save it as UTF-8 text, or delete it to "
+                        f"use ADE20k's 150 classes") from None
+    rows = [line.split("\t") for line in text.splitlines()[1:] if line.strip()]
     if not rows or any(len(row) < 2 for row in rows):
         raise DataError(f"{path} is not a tab-separated class list (Idx, ..., Name); fix or delete it")
     return tuple(row[-1].strip() for row in rows)
@@ -87,6 +102,17 @@ def find_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return [(images[stem], labels[stem]) for stem in sorted(images)]
 
 
+#: What PIL raises for a file over its decompression-bomb limit (the warning when warnings are errors).
+_TOO_LARGE = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+def too_large(kind: str, path: Path, error: Exception) -> DataError:
+    """The error for a file PIL refuses to decode for its size (``Image.MAX_IMAGE_PIXELS``)."""
+    size = str(error).split(",")[0].rstrip(".")  # "Image size (N pixels) exceeds limit of M pixels"
+    return DataError(f"{kind} {path} is over PIL's decompression-bomb limit ({size}); shrink or remove the file, "
+                     f"or raise PIL.Image.MAX_IMAGE_PIXELS if you trust it")
+
+
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to uint8 RGB ``(H, W, 3)``: grayscale, RGBA and 16-bit handled."""
     try:
@@ -99,12 +125,15 @@ def read_image(path: Path) -> np.ndarray:
                 gray = (pixels >> shift).clip(0, 255).astype(np.uint8)
                 return np.repeat(gray[..., None], 3, axis=2)
             return np.array(picture.convert("RGB"))
+    except _TOO_LARGE as error:
+        raise too_large("image", path, error) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(f"cannot read image {path} ({error}); replace or remove the file") from None
 
 
-def read_annotation(path: Path, num_classes: int) -> np.ndarray:
-    """Decode an annotation PNG to uint8 class indices ``(H, W)``, checking its values."""
+def read_annotation(path: Path, num_classes: int, fix: str = "fix the file or the class list") -> np.ndarray:
+    """Decode an annotation PNG to uint8 class indices ``(H, W)``, checking its values (``fix``: what a
+    label beyond the class count tells the user to do)."""
     try:
         with Image.open(path) as picture:
             picture.load()
@@ -112,13 +141,18 @@ def read_annotation(path: Path, num_classes: int) -> np.ndarray:
                 raise DataError(f"annotation {path} is a {picture.mode} image; annotations are "
                                 f"single-channel PNGs of class indices (0 = unlabelled)")
             labels = np.array(picture, dtype=np.int64)
+    except _TOO_LARGE as error:
+        raise too_large("annotation", path, error) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         if isinstance(error, DataError):
             raise
         raise DataError(f"cannot read annotation {path} ({error}); replace or remove the file") from None
+    if labels.min() < 0:  # a 32-bit ("I") file can hold them; uint8 would wrap them into class indices
+        raise DataError(f"annotation {path} holds label {labels.min()}; labels are 0 (unlabelled) to "
+                        f"{num_classes}, never negative: fix the file")
     if labels.max() > num_classes:
         raise DataError(f"annotation {path} holds label {labels.max()}, but the dataset has {num_classes} "
-                        f"classes (labels 0..{num_classes}); fix the file or the class list")
+                        f"classes (labels 0..{num_classes}); {fix}")
     return labels.astype(np.uint8)
 
 
@@ -156,7 +190,11 @@ class ADE20k(Dataset):
         self.split = split
         self.pairs = find_pairs(self.root, split)
         names = read_class_names(self.root)
+        self.class_list = self.root / CLASS_LIST if names is not None else None  # None: ADE20k's names
         self.class_names = names if names is not None else ADE20K_CLASSES
+        self.label_fix = ("fix the file or the class list" if self.class_list else  # for a label beyond the classes
+                          f"the root has no {CLASS_LIST}, so ADE20k's 150 classes were assumed: add one listing "
+                          f"this dataset's classes")
         if len(self.class_names) > 254:
             raise DataError(f"{self.root} lists {len(self.class_names)} classes; at most 254 fit 8-bit masks")
         self.transform = transform
@@ -181,7 +219,7 @@ class ADE20k(Dataset):
         """Decode pair ``index`` from its files."""
         image_path, label_path = self.pairs[index]
         image = read_image(image_path)
-        labels = read_annotation(label_path, self.num_classes)
+        labels = read_annotation(label_path, self.num_classes, self.label_fix)
         if image.shape[:2] != labels.shape:
             raise DataError(f"image {image_path} is {image.shape[1]}x{image.shape[0]} but its annotation "
                             f"{label_path} is {labels.shape[1]}x{labels.shape[0]}; they must match")
@@ -242,6 +280,44 @@ def open_dataset(root: str | Path, split: str, transform: Callable | None = None
     if name not in DATASET_FORMATS:
         raise DataError(f"unknown dataset format {name!r}; choose one of {', '.join(DATASET_FORMATS)}")
     return DATASET_FORMATS[name](Path(root).expanduser(), split, transform, keep_decoded)
+
+
+def class_list_note(dataset: Dataset) -> str | None:
+    """One line saying that ``dataset``'s class names are ADE20k's because its root has no class list, or None
+    (a dataset that read its list, or a format without a ``class_list`` attribute, names its own classes).
+
+    Example:
+        >>> import tempfile
+        >>> from segkit.scenes import write_scenes
+        >>> root = write_scenes(tempfile.mkdtemp(), train_images=2, val_images=1)
+        >>> class_list_note(open_dataset(root, "training")) is None
+        True
+        >>> (root / "objectInfo150.txt").unlink()
+        >>> print(class_list_note(open_dataset(root, "training")).split(": ", 1)[1])  # doctest: +ELLIPSIS
+        its labels 1..150 are taken as ADE20k's 150 classes (wall, building, ..., flag); add one if ...
+    """
+    if getattr(dataset, "class_list", "") is not None:
+        return None
+    names = dataset.class_names
+    return (f"{dataset.root} has no {CLASS_LIST}: its labels 1..{len(names)} are taken as ADE20k's {len(names)} "
+            f"classes ({names[0]}, {names[1]}, ..., {names[-1]}); add one if it is another dataset")
+
+
+def check_files(dataset: Dataset, indices: Iterable[int] | None = None, workers: int = 1) -> None:
+    """Read the items of ``dataset`` at ``indices`` (default: all) once, so that a bad file fails now with its
+    one-line ``DataError`` instead of when an epoch or an evaluation first reaches it.
+
+    Items go through the dataset's transform: check an evaluation split, whose transform draws no random
+    numbers, so that a checked run is the same run. A dataset that keeps decoded pairs keeps them now.
+    ``workers`` threads read at once (PIL decodes without holding the GIL); the error of the first bad
+    item in ``indices`` order is raised.
+    """
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="segkit-check")
+    try:
+        for _ in pool.map(dataset.__getitem__, range(len(dataset)) if indices is None else indices):
+            pass
+    finally:
+        pool.shutdown(cancel_futures=True)  # after an error, the items not started are not read
 
 
 def worker_context() -> multiprocessing.context.BaseContext | None:

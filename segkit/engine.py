@@ -35,9 +35,9 @@ from torchmetrics import Metric
 
 from segkit import checkpoints
 from segkit.algorithms import build_algorithms, evaluated_weights
-from segkit.data import build_loaders, dataset_format, open_dataset
+from segkit.data import build_loaders, check_files, class_list_note, dataset_format, open_dataset
 from segkit.devices import check_available, check_microbatch, pins_memory
-from segkit.errors import ConfigError, RunError, SegkitError
+from segkit.errors import ConfigError, DataError, RunError, SegkitError
 from segkit.losses import SegmentationLoss
 from segkit.metrics import MeanIoU, PixelAccuracy, iou_per_class
 from segkit.model import build_model
@@ -223,9 +223,10 @@ class RunRecorder(Callback):
             entry.update(probe.measure(state))
             self._uncounted_seconds += time.monotonic() - started
         self.run.history.append(entry)
+        # The matrix compute() saw, summed over every process: per-class IoU of the whole validation set.
+        per_class = iou_per_class(metrics["miou"].computed_confusion).tolist()
         self.run.info["per_class_iou"] = dict(zip(
-            self.run.info["data"]["class_names"],
-            [None if math.isnan(v) else round(v, 3) for v in iou_per_class(metrics["miou"].confusion).tolist()],
+            self.run.info["data"]["class_names"], [None if math.isnan(v) else round(v, 3) for v in per_class],
             strict=True))
         save_checkpoint(state, self.run.folder / CHECKPOINT_FILE)
         if dist.get_global_rank() == 0:
@@ -267,6 +268,7 @@ def train(
     print_progress: bool = True,
     progress_bar: bool | None = None,
     evaluate_raw_weights: bool = False,
+    check_data: bool | None = None,
 ) -> RunResult:
     """Train a recipe on a profile and keep a run folder; resume it if it exists.
 
@@ -292,6 +294,9 @@ def train(
         progress_bar: Composer's progress bar; by default shown when stdout is a terminal.
         evaluate_raw_weights: with EMA, also evaluate the raw weights at every evaluation
             (``miou_raw`` in the history; its time is not counted in the run's wall time).
+        check_data: read every validation file before anything is written, so that a bad one fails at the
+            start rather than at the first evaluation; None (default): on GPU profiles (``gpu``, ``a100``),
+            whose first evaluation comes after an epoch of ADE20k. Cost: docs/reliability.md.
 
     Returns:
         A ``RunResult`` with the run folder and the final mIoU.
@@ -320,11 +325,19 @@ def train(
     data_format = dataset_format(data_root)
     train_set = open_dataset(data_root, "training", train_transform(profile.image_size), data_format, keep_decoded)
     val_set = open_dataset(data_root, "validation", eval_transform(profile.image_size), data_format, keep_decoded)
+    if profile.device == "gpu" if check_data is None else check_data:
+        started = time.monotonic()
+        check_shared(val_set, workers=profile.num_workers)
+        if rank == 0 and print_progress:
+            print(f"checked the {len(val_set)} validation files in {time.monotonic() - started:.1f} s", flush=True)
     microbatch = check_microbatch(profile.microbatch_size, device_batch, train_set.num_classes, profile.image_size)
     if rank == 0 and print_progress:
         size = f"auto, from {microbatch}" if profile.microbatch_size == "auto" else microbatch
         print(f"{run_name}: {world} process(es) on {profile.device}, global batch {profile.global_batch_size} = "
               f"{device_batch} per process, in microbatches of {size}", flush=True)
+    note = class_list_note(train_set)
+    if rank == 0 and print_progress and note:
+        print(note, flush=True)
     train_loader, val_loader = build_loaders(
         train_set, val_set, device_batch, seed, num_workers=profile.num_workers,
         pin_memory=pins_memory(profile.device), world_size=world, rank=rank, eval_batch=microbatch)
@@ -369,8 +382,6 @@ def train(
             module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
         model = SegmentationModel(module, train_set.num_classes,
                                   SegmentationLoss(scaled.ce_weight, scaled.dice_weight))
-        if resuming:
-            checkpoints.check_loadable(folder / CHECKPOINT_FILE, model)
         optimizer = DecoupledSGDW(model.parameters(), lr=scaled.lr, momentum=scaled.momentum,
                                   weight_decay=scaled.weight_decay)
         schedulers = [CosineAnnealingScheduler(t_max="1dur", alpha_f=0.0)] if scaled.lr_schedule == "cosine" else []
@@ -379,27 +390,32 @@ def train(
         with warnings.catch_warnings():
             for pattern in _QUIET:
                 warnings.filterwarnings("ignore", message=pattern)
-            trainer = Trainer(
-                model=model,
-                train_dataloader=train_loader,
-                eval_dataloader=val_loader,
-                max_duration=max_duration,
-                optimizers=optimizer,
-                schedulers=schedulers,
-                step_schedulers_every_batch=True,
-                algorithms=build_algorithms(scaled),
-                callbacks=[RunRecorder(run, print_progress, on_progress, probes), *callbacks],
-                loggers=[],
-                run_name=run_name,
-                seed=seed,
-                device=profile.device,
-                precision=profile.precision,
-                device_train_microbatch_size="auto" if profile.microbatch_size == "auto" else microbatch,
-                load_path=str(folder / CHECKPOINT_FILE) if resuming else None,
-                progress_bar=progress_bar,
-                log_to_console=False,
-                python_log_level=None,
-            )
+            # Composer unpickles the checkpoint it loads with weights_only=False, so it gets a private copy of
+            # latest.pt, the bytes that were checked (segkit.checkpoints), deleted once loaded; a file swapped
+            # into the run folder meanwhile is never unpickled.
+            resume_from = checkpoints.checked_copy(folder / CHECKPOINT_FILE, model) if resuming else None
+            with resume_from or contextlib.nullcontext() as checked:
+                trainer = Trainer(
+                    model=model,
+                    train_dataloader=train_loader,
+                    eval_dataloader=val_loader,
+                    max_duration=max_duration,
+                    optimizers=optimizer,
+                    schedulers=schedulers,
+                    step_schedulers_every_batch=True,
+                    algorithms=build_algorithms(scaled),
+                    callbacks=[RunRecorder(run, print_progress, on_progress, probes), *callbacks],
+                    loggers=[],
+                    run_name=run_name,
+                    seed=seed,
+                    device=profile.device,
+                    precision=profile.precision,
+                    device_train_microbatch_size="auto" if profile.microbatch_size == "auto" else microbatch,
+                    load_path=str(checked) if checked else None,
+                    progress_bar=progress_bar,
+                    log_to_console=False,
+                    python_log_level=None,
+                )
             if profile.microbatch_size == "auto":  # Composer would start from the whole device batch
                 trainer.state.device_train_microbatch_size = microbatch
             try:
@@ -467,6 +483,20 @@ def check_shared_folder(folder: Path, patience: float = 10.0) -> None:
                           f"mounts at the same path (docs/distributed.md)")
 
 
+def check_shared(dataset: torch.utils.data.Dataset, workers: int) -> None:
+    """``segkit.data.check_files`` over every process: each reads its share, and the first error found by
+    any of them is raised by all of them (rather than one failing while the others wait for it)."""
+    world, rank = dist.get_world_size(), dist.get_global_rank()
+    try:
+        check_files(dataset, range(rank, len(dataset), world), workers)
+        found = None
+    except DataError as error:
+        found = str(error)
+    errors = [error for error in (dist.all_gather_object(found) if world > 1 else [found]) if error]
+    if errors:
+        raise DataError(errors[0])
+
+
 def fit(trainer: Trainer, run: Run) -> None:
     """``trainer.fit()``, recording in metrics.json how it ended if it did not finish."""
     elapsed = trainer.state.get_elapsed_duration()
@@ -493,7 +523,7 @@ def save_checkpoint(state: State, path: Path) -> None:
     """Write the full training state to ``path`` atomically (rank 0 writes, every rank calls).
 
     A checkpoint is Composer's training state (``{"state": ..., "rng": ...}``), so that
-    ``Trainer(load_path=...)`` resumes it; ``segkit.checkpoints`` checks one before Composer reads it.
+    ``Trainer(load_path=...)`` resumes it; Composer reads a private copy that ``segkit.checkpoints`` checked.
     """
     checkpoint = {"state": state.state_dict(), "rng": reproducibility.get_rng_state()}
     if dist.get_global_rank() == 0:

@@ -10,6 +10,7 @@ Read bottom-up: layers, then the head, then the backbone, then the model and its
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -208,8 +209,13 @@ def load_backbone_weights(resnet: torchvision.models.ResNet, backbone: str, weig
                                f"or 'imagenet'")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise WeightsError(f"weights file {path} is not a readable PyTorch state dict ({error})") from None
+        except pickle.UnpicklingError:
+            raise WeightsError(f"weights file {path} holds objects that loading would have to execute; pass a "
+                               f"plain torchvision ResNet state dict") from None
+        except Exception as error:  # a cut-short or foreign file: RuntimeError, EOFError, ...
+            raise WeightsError(f"weights file {path} is truncated or not a PyTorch file "
+                               f"({str(error).strip().splitlines()[0]}); pass a torchvision ResNet .pth file, "
+                               f"downloaded again if it was cut short") from None
         source = str(path)
     if not isinstance(state, dict):
         raise WeightsError(f"weights file {source} holds a {type(state).__name__}, not a state dict")

@@ -176,7 +176,10 @@ def load(name_or_path: str | Path) -> Recipe:
     if not path.is_file():
         raise ConfigError(f"recipe file {path} does not exist")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"recipe file {path} is not UTF-8 text (byte {error.object[error.start]:#04x} at "
+                          f"offset {error.start}); save it as UTF-8") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"recipe file {path} is not valid YAML ({str(error).splitlines()[0]})") from None
     return from_dict(values, source=f"recipe file {path}")

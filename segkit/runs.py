@@ -41,6 +41,8 @@ CHECKPOINT_FILE = Path("checkpoints") / "latest.pt"
 WEIGHTS_FILE = "model.pt"
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+#: Set to 1 to train without the run folder's lock (``RunLock``), on a file system that has no locks.
+NO_LOCK_VARIABLE = "SEGKIT_NO_RUN_LOCK"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -118,12 +120,14 @@ class RunLock:
     A second process training the same run gets a ``RunError`` instead of interleaving its
     checkpoints with the first. The operating system releases the lock when the holder exits,
     however it exits (a killed run leaves no stale lock). Only one process of a multi-GPU run
-    takes it (``enabled``). No-op where ``fcntl`` is missing.
+    takes it (``enabled``). No-op where ``fcntl`` is missing, and where ``SEGKIT_NO_RUN_LOCK=1``:
+    the way to train on a file system without locks (an NFS mount without its lock daemon, a
+    Lustre mount without ``flock``), which is otherwise refused in one line.
     """
 
     def __init__(self, folder: Path, enabled: bool = True):
         self.path = folder / ".lock"
-        self.enabled = enabled and fcntl is not None
+        self.enabled = enabled and fcntl is not None and os.environ.get(NO_LOCK_VARIABLE) != "1"
         self.file = None
 
     def __enter__(self) -> RunLock:
@@ -136,6 +140,12 @@ class RunLock:
             self.file.close()
             raise RunError(f"run folder {self.path.parent} is being trained by another process; wait for it "
                            f"to finish, or choose another --run-name") from None
+        except OSError as error:  # ENOLCK, ENOSYS, EOPNOTSUPP: the file system has no locks
+            self.file.close()
+            raise RunError(f"cannot lock run folder {self.path.parent}: its file system does not support locks "
+                           f"({error.strerror or error}); put --save-folder on a local disk, or set "
+                           f"{NO_LOCK_VARIABLE}=1 to train without the lock (then never train one run twice at "
+                           f"once)") from None
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -197,9 +207,12 @@ class Run:
         if not path.is_file():
             raise RunError(f"{path.parent} is not a run folder: it has no {METRICS_FILE}")
         try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise RunError(f"{path} is not valid JSON ({error})") from None
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError(f"it holds a {type(data).__name__}, not an object")
+        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise RunError(f"{path} is not valid JSON ({error}); delete it and run the same training command "
+                           f"again: it is rebuilt from {CHECKPOINT_FILE} (without one the run starts over)") from None
         history = data.pop("history", [])
         return cls(folder=path.parent, info=data, history=history)
 

@@ -29,3 +29,19 @@ def test_pretrain_refuses_changed_settings_into_the_cache():
     assert done.returncode == 2
     assert done.stderr.strip() == ("segkit: error: --images and --epochs change the weights: give --out too "
                                    "(the cache holds the defaults)")
+
+
+def test_check_data_reads_the_validation_split_before_a_run_folder_is_made(tmp_path, scenes_root):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(scenes_root, data)
+    broken = sorted((data / "images" / "validation").iterdir())[-1]
+    broken.write_bytes(broken.read_bytes()[:200])  # a truncated JPEG, the last one an evaluation would reach
+    args = ("train", "--profile", "tiny", "--duration", "1ba", "--data", str(data),
+            "--save-folder", str(tmp_path / "runs"))
+    refused = run_segkit(*args, "--check-data")
+    assert refused.returncode == 2 and str(broken) in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+    # Without the check (the tiny profile's default) training starts, and the file fails at the evaluation.
+    assert run_segkit(*args, "--no-check-data").returncode == 2 and (tmp_path / "runs").exists()

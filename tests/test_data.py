@@ -161,6 +161,63 @@ def test_label_beyond_class_count(scenes_root, tmp_path):
         ADE20k(root, "validation")[0]
 
 
+def test_negative_label_in_a_32bit_annotation_is_refused(ade_root):
+    """Read as int32 ("I", here a TIFF under the .png name), -1 would wrap to 255 in the uint8 mask."""
+    path = ade_root / "annotations" / "training" / "ADE_train_00000001.png"
+    labels = np.array(Image.open(path)).astype(np.int32)
+    labels[3, 4] = -7
+    Image.fromarray(labels).save(path, format="TIFF")
+    with pytest.raises(DataError, match=r"ADE_train_00000001.png holds label -7; labels are 0 \(unlabelled\) to 150"):
+        ADE20k(ade_root, "training")[0]
+
+
+def test_image_over_the_decompression_bomb_limit_is_one_line(ade_root, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 900)  # the images are 48x40 = 1,920 pixels, over 2 x 900
+    with pytest.raises(DataError, match=r"^image .*ADE_train_00000001.jpg is over PIL's decompression-bomb limit "
+                                        r"\(Image size \(1920 pixels\) exceeds limit of 1800 pixels\); shrink"):
+        ADE20k(ade_root, "training")[0]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # over the limit, under twice it: PIL warns
+    with pytest.raises(DataError, match=r"^image .*ADE_train_00000001.jpg is over PIL's decompression-bomb limit"):
+        ADE20k(ade_root, "training")[0]  # warnings are errors in the tests, so the warning is one line too
+
+
+def test_check_files_reads_every_item_and_raises_the_first_bad_one(scenes_root, tmp_path):
+    import shutil
+
+    from segkit.data import check_files
+
+    root = shutil.copytree(scenes_root, tmp_path / "copy")
+    check_files(ADE20k(root, "validation", eval_transform(32)), workers=2)
+    kept = ADE20k(root, "validation", eval_transform(32), keep_decoded=True)
+    check_files(kept)
+    assert sorted(kept.decoded) == list(range(len(kept)))  # what was read is kept for the evaluations
+    for name in ("ADE_val_00000002.png", "ADE_val_00000004.png"):
+        path = root / "annotations" / "validation" / name
+        path.write_bytes(path.read_bytes()[:60])
+    dataset = ADE20k(root, "validation", eval_transform(32))
+    with pytest.raises(DataError, match=r"cannot read annotation .*ADE_val_00000002.png"):
+        check_files(dataset, workers=2)
+    with pytest.raises(DataError, match=r"cannot read annotation .*ADE_val_00000004.png"):
+        check_files(dataset, indices=[2, 3, 0])
+    check_files(dataset, indices=[0, 2])
+
+
+def test_a_root_without_a_class_list_is_ade20k_and_says_so(ade_root, scenes_root):
+    from segkit.data import class_list_note
+
+    assert ADE20k(ade_root, "training").class_list is None
+    assert class_list_note(ADE20k(ade_root, "training")).startswith(f"{ade_root} has no objectInfo150.txt: its labels "
+                                                                    f"1..150 are taken as ADE20k's 150 classes")
+    assert ADE20k(scenes_root, "training").class_list == scenes_root / "objectInfo150.txt"
+    assert class_list_note(ADE20k(scenes_root, "training")) is None
+
+
+def test_class_list_that_is_not_utf8_is_one_line(ade_root):
+    (ade_root / "objectInfo150.txt").write_bytes("Idx\tName\n1\tcaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"cannot read class list .*objectInfo150.txt \(.*\); save it as UTF-8 text"):
+        ADE20k(ade_root, "training")
+
+
 def test_size_mismatch(ade_root):
     path = ade_root / "annotations" / "training" / "ADE_train_00000001.png"
     Image.fromarray(np.zeros((10, 10), dtype=np.uint8)).save(path)

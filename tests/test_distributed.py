@@ -154,3 +154,50 @@ def test_two_nodes_killed_mid_run_resume_with_the_history_of_an_uninterrupted_ru
     resumed = Run.load(tmp_path / "killed" / "two-nodes")
     assert resumed.status == "finished"
     assert comparable(resumed.history) == comparable(whole.history)
+
+
+CHECK_SHARE = """
+import sys
+from composer.utils import dist
+from segkit.data import open_dataset
+from segkit.engine import check_shared
+from segkit.errors import DataError
+
+dist.initialize_dist("cpu", timeout=60)
+try:
+    check_shared(open_dataset(sys.argv[1], "validation"), workers=1)
+    print("checked")
+except DataError as error:
+    print(error)
+"""
+
+
+def test_every_process_checks_its_share_of_the_validation_files_and_all_raise_the_first_error(tmp_path,
+                                                                                              scenes_root):
+    """Two gloo processes: the bad file is in rank 1's share (every second item from 1), and both raise its error."""
+    import shutil
+
+    root = Path(shutil.copytree(scenes_root, tmp_path / "data"))
+    bad = root / "annotations" / "validation" / "ADE_val_00000004.png"
+    bad.write_bytes(bad.read_bytes()[:60])
+    port = str(free_port())
+    processes = [subprocess.Popen([sys.executable, "-c", CHECK_SHARE, str(root)], stdout=subprocess.PIPE, text=True,
+                                  env={**env(), "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+                                       "LOCAL_WORLD_SIZE": "2", "NODE_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                                       "MASTER_PORT": port})
+                 for rank in range(2)]
+    outputs = [process.communicate(timeout=120)[0].strip() for process in processes]
+    assert all(process.returncode == 0 for process in processes), outputs
+    assert outputs[0] == outputs[1] and outputs[0].startswith(f"cannot read annotation {bad} ("), outputs
+
+
+def test_per_class_iou_of_a_two_process_run_covers_the_whole_validation_set(two_process_run):
+    """Each process evaluates half the images; the recorded per-class IoU is that of all of them: what one
+    process evaluating the same weights on the same data measures (rank 0's half alone differs)."""
+    recorded = Run.load(two_process_run).info["per_class_iou"]
+    whole = evaluate(two_process_run)["iou_per_class"]
+    assert len(recorded) == len(whole)
+    for (name, value), expected in zip(recorded.items(), whole, strict=True):
+        assert (value is None) == (expected != expected), name  # NaN: a class in neither labels nor predictions
+        if value is not None:
+            assert value == pytest.approx(expected, abs=0.01), name

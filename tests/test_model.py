@@ -72,8 +72,19 @@ def test_weights_for_another_backbone_are_refused(tmp_path):
 def test_weights_file_with_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"conv1.weight": torch.zeros(1), "payload": torchvision.models.resnet18}, path)
-    with pytest.raises(WeightsError, match=r"evil.pth is not a readable PyTorch state dict"):
+    with pytest.raises(WeightsError, match=r"evil.pth holds objects that loading would have to execute") as raised:
         deeplabv3plus("resnet18", weights=path)
+    assert "\n" not in str(raised.value)
+
+
+def test_truncated_weights_file_is_one_line(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    path.write_bytes(path.read_bytes()[:100_000])
+    with pytest.raises(WeightsError, match=r"resnet18.pth is truncated or not a PyTorch file \(.*\); pass a "
+                                           r"torchvision ResNet .pth file, downloaded again") as raised:
+        deeplabv3plus("resnet18", weights=path)
+    assert "\n" not in str(raised.value)
 
 
 def test_missing_weights_file(tmp_path):

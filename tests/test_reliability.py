@@ -124,6 +124,29 @@ def resize_annotation(root: Path) -> None:
     Image.fromarray(np.zeros((5, 7), dtype=np.uint8)).save(path)
 
 
+#: PIL's decompression-bomb limit while ``test_bad_data`` runs, so that a "bomb" is a small file: PIL refuses
+#: an image over twice the limit (the built-in scenes are at most 144x144 = 20,736 pixels).
+PIXEL_LIMIT = 100_000
+
+
+def enlarge_image(root: Path) -> None:
+    path = root / "images" / "training" / "ADE_train_00000003.jpg"
+    Image.open(path).resize((700, 700)).save(path)  # 490,000 pixels, over 2 x PIXEL_LIMIT
+
+
+def negative_label(root: Path) -> None:
+    """A 32-bit ("I") annotation holding -1: PNG cannot, a TIFF under the .png name (PIL reads by content) can."""
+    path = root / "annotations" / "training" / "ADE_train_00000004.png"
+    labels = np.array(Image.open(path)).astype(np.int32)
+    labels[0, 0] = -1
+    Image.fromarray(labels).save(path, format="TIFF")
+
+
+def drop_class_list(root: Path, label: int) -> None:
+    (root / "objectInfo150.txt").unlink()
+    relabel(root, label)
+
+
 DATA_CASES = {
     "root missing": (lambda root: shutil.rmtree(root), DataError, r"data root .* does not exist"),
     "root empty": (lambda root: [shutil.rmtree(p) for p in root.iterdir() if p.is_dir()], DataError,
@@ -141,11 +164,23 @@ DATA_CASES = {
     "label beyond class count": (lambda root: relabel(root, 40), DataError,
                                  r"ADE_train_00000001.png holds label 40, but the dataset has 16 classes"),
     "size mismatch": (resize_annotation, DataError, r"ADE_train_00000002.jpg is \d+x\d+ but its annotation"),
+    "image over the decompression-bomb limit": (
+        enlarge_image, DataError, r"image .*ADE_train_00000003.jpg is over PIL's decompression-bomb limit "
+                                  r"\(Image size \(490000 pixels\) exceeds limit of 200000 pixels\); shrink or "
+                                  r"remove the file"),
+    "negative label in a 32-bit annotation": (
+        negative_label, DataError, r"annotation .*ADE_train_00000004.png holds label -1; labels are 0 \(unlabelled\) "
+                                   r"to 16, never negative: fix the file"),
+    "no class list, label beyond 150": (
+        lambda root: drop_class_list(root, 200), DataError,
+        r"ADE_train_00000001.png holds label 200, but the dataset has 150 classes \(labels 0..150\); the root has "
+        r"no objectInfo150.txt, so ADE20k's 150 classes were assumed: add one listing this dataset's classes"),
 }
 
 
 @pytest.mark.parametrize("case", list(DATA_CASES))
-def test_bad_data(case, scenes_root, tmp_path, existing_run):
+def test_bad_data(case, scenes_root, tmp_path, existing_run, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", PIXEL_LIMIT)
     damage, error_type, message = DATA_CASES[case]
     root = broken_copy(scenes_root, tmp_path, damage) if case != "root missing" else tmp_path / "nowhere"
     before = snapshot(existing_run)
@@ -205,13 +240,15 @@ def test_unknown_backbone_in_a_custom_profile(scenes_root, existing_run):
 
 
 @pytest.mark.parametrize("text,message", [
-    ("epochs: 3\nsam_rho: -1\n", r"field 'sam_rho' must be a number in \(0, 10\]"),
-    ("epochs: 3\nlr: fast\n", r"field 'lr' must be a number in \(0, 10\]"),
-    ("epochs: 3\nwarmup: 2ep\n", r"unknown field 'warmup'"),
+    (b"epochs: 3\nsam_rho: -1\n", r"field 'sam_rho' must be a number in \(0, 10\]"),
+    (b"epochs: 3\nlr: fast\n", r"field 'lr' must be a number in \(0, 10\]"),
+    (b"epochs: 3\nwarmup: 2ep\n", r"unknown field 'warmup'"),
+    ("epochs: 3\n# caf\u00e9\n".encode("latin-1"), r"recipe.yaml is not UTF-8 text \(byte 0xe9 at offset 15\); "
+                                                      r"save it as UTF-8"),
 ])
 def test_bad_recipe_file_from_the_cli(text, message, tmp_path, existing_run):
     path = tmp_path / "recipe.yaml"
-    path.write_text(text)
+    path.write_bytes(text)
     before = snapshot(existing_run)
     done = run_segkit("train", "--profile", "tiny", "--recipe", str(path), "--save-folder", str(existing_run.parent))
     assert done.returncode == 2
@@ -369,6 +406,127 @@ def test_checkpoint_with_code_is_not_executed(scenes_root, tmp_path):
     with pytest.raises(WeightsError, match=r"holds objects that loading would have to execute"):
         train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path)
     assert not marker.exists()
+
+
+def test_checkpoint_swapped_between_check_and_load_is_never_unpickled(scenes_root, tmp_path, monkeypatch):
+    """Whoever can write the run folder replaces latest.pt, after segkit checked it and before Composer loads a
+    checkpoint, with a pickle that runs a command: the code never runs, and the run resumes from the bytes
+    that were checked (it ends with the uninterrupted run's history)."""
+    import segkit.engine
+
+    train_tiny("baseline", scenes_root, tmp_path, "uninterrupted")
+    assert killed_run("baseline", "mid-epoch", scenes_root, tmp_path, "killed") == -9
+    path = tmp_path / "killed" / "checkpoints" / "latest.pt"
+    marker = tmp_path / "pwned"
+    swapped = torch.load(path, weights_only=False)
+    swapped["state"]["run_name"] = Payload(marker)
+    build_trainer = segkit.engine.Trainer
+
+    def swap_then_build(*args, **kwargs):  # the check is done; Composer opens its checkpoint in here
+        torch.save(swapped, path)
+        return build_trainer(*args, **kwargs)
+
+    monkeypatch.setattr(segkit.engine, "Trainer", swap_then_build)
+    resumed = train_tiny("baseline", scenes_root, tmp_path, "killed")
+    assert not marker.exists()
+    assert resumed.resumed and history(tmp_path / "killed") == history(tmp_path / "uninterrupted")
+    torch.save(swapped, tmp_path / "swapped.pt")
+    torch.load(tmp_path / "swapped.pt", weights_only=False)  # the payload is live: unchecked, it runs
+    assert marker.exists()
+
+
+def test_truncated_pretrained_weights_are_one_line_and_kept(scenes_root, tmp_path, existing_run):
+    """A cut-short ``.pth``: the cached scenes-pretrained backbone (read with its provenance) and a local file."""
+    from segkit.model import BACKBONES
+    from segkit.pretraining import read_provenance, weights_sha256
+
+    state = BACKBONES["resnet10"]().state_dict()
+    path = tmp_path / "pretrained" / "resnet10-scenes-0123abcd.pth"
+    path.parent.mkdir()
+    torch.save(state, path)
+    path.with_suffix(".json").write_text(json.dumps({"sha256": weights_sha256(state)}))
+    read_provenance(path)  # whole, it is accepted
+    truncate(path)
+    before, run_before = snapshot(path.parent), snapshot(existing_run)
+    with pytest.raises(WeightsError, match=r"pretrained weights .*resnet10-scenes-0123abcd.pth are truncated or not "
+                                           r"a PyTorch file \(.*\); delete .* to make them again") as raised:
+        read_provenance(path)
+    assert "\n" not in str(raised.value)
+    with pytest.raises(WeightsError, match=r"weights file .*resnet10-scenes-0123abcd.pth is truncated or not a "
+                                           r"PyTorch file \(.*\); pass a torchvision ResNet .pth file") as raised:
+        train("baseline", scenes_root, "tiny", duration="2ba", weights=str(path), save_folder=existing_run.parent,
+              print_progress=False)
+    assert "\n" not in str(raised.value)
+    assert snapshot(path.parent) == before and snapshot(existing_run) == run_before
+
+
+def test_a_file_system_without_locks_is_one_line(scenes_root, existing_run, monkeypatch):
+    """flock fails with ENOLCK (an NFS mount without its lock daemon): one line, and SEGKIT_NO_RUN_LOCK=1 trains."""
+    import errno
+
+    from segkit import runs
+
+    def no_locks(file, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(runs.fcntl, "flock", no_locks)
+    before = snapshot(existing_run)
+    with pytest.raises(RunError, match=r"cannot lock run folder .*precious: its file system does not support locks "
+                                       r"\(No locks available\); put --save-folder on a local disk, or set "
+                                       r"SEGKIT_NO_RUN_LOCK=1") as raised:
+        train("baseline", scenes_root, "tiny", duration="2ba", save_folder=existing_run.parent, run_name="precious")
+    assert "\n" not in str(raised.value)
+    assert snapshot(existing_run) == before
+    monkeypatch.setenv("SEGKIT_NO_RUN_LOCK", "1")
+    result = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=existing_run.parent,
+                   run_name="unlocked", print_progress=False)
+    assert result.run.status == "finished"
+
+
+def test_a_corrupt_metrics_file_says_how_to_recover(scenes_root, existing_run):
+    metrics = existing_run / "metrics.json"
+    recorded = json.loads(metrics.read_text())["history"]
+    metrics.write_bytes(metrics.read_bytes()[:50])
+    before = snapshot(existing_run)
+    command = {"recipe": "baseline", "data": scenes_root, "profile": "tiny", "duration": "2ba",
+               "save_folder": existing_run.parent, "run_name": "precious", "print_progress": False}
+    with pytest.raises(RunError, match=r"precious/metrics.json is not valid JSON \(.*\); delete it and run the same "
+                                       r"training command again: it is rebuilt from checkpoints/latest.pt") as raised:
+        train(**command)
+    assert "\n" not in str(raised.value)
+    assert snapshot(existing_run) == before
+    metrics.unlink()  # what the message says to do
+    assert train(**command).run.status == "finished"
+    assert json.loads(metrics.read_text())["history"] == recorded
+
+
+def test_a_root_without_a_class_list_is_named_as_ade20k_in_one_line(ade_root, tmp_path, capsys):
+    train("baseline", ade_root, "tiny", duration="1ba", save_folder=tmp_path)
+    notes = [line for line in capsys.readouterr().out.splitlines() if "objectInfo150.txt" in line]
+    assert notes == [f"{ade_root} has no objectInfo150.txt: its labels 1..150 are taken as ADE20k's 150 classes "
+                     f"(wall, building, ..., flag); add one if it is another dataset"]
+
+
+def test_checking_the_data_finds_a_bad_validation_file_before_anything_is_written(scenes_root, tmp_path):
+    """Unchecked, a bad validation file fails the run at its first evaluation (an epoch in); checked, before the
+    run folder exists."""
+    root = broken_copy(scenes_root, tmp_path, lambda r: truncate(r / "annotations/validation/ADE_val_00000003.png"))
+    command = {"recipe": "baseline", "data": root, "profile": "tiny", "duration": "4ba", "print_progress": False}
+    with pytest.raises(DataError, match=r"cannot read annotation .*ADE_val_00000003.png") as raised:
+        train(**command, save_folder=tmp_path / "checked", check_data=True)
+    assert "\n" not in str(raised.value)
+    assert not (tmp_path / "checked").exists()
+    with pytest.raises(DataError, match=r"cannot read annotation .*ADE_val_00000003.png"):
+        train(**command, save_folder=tmp_path / "unchecked")  # tiny runs on the CPU: unchecked by default
+    unchecked = json.loads((tmp_path / "unchecked" / "baseline-tiny-seed17-4ba" / "metrics.json").read_text())
+    assert unchecked["status"] == "failed" and unchecked["history"] == []  # it trained, then failed evaluating
+
+
+def test_a_checked_run_is_the_same_run(scenes_root, tmp_path):
+    for name, check in (("checked", True), ("unchecked", False)):
+        train("mild", scenes_root, "tiny", duration="4ba", save_folder=tmp_path, run_name=name, check_data=check,
+              print_progress=False)
+    assert history(tmp_path / "checked") == history(tmp_path / "unchecked")
 
 
 def test_errors_are_one_type(scenes_root):

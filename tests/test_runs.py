@@ -55,6 +55,32 @@ def info(**changes):
             "data": {"root": "/data"}, "status": "running", **changes}
 
 
+def test_a_file_system_without_locks_is_refused_in_one_line_or_skipped_on_request(tmp_path, monkeypatch):
+    import errno
+
+    from segkit import runs
+
+    def no_locks(file, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(runs.fcntl, "flock", no_locks)
+    no_lock = r"its file system does not support locks \(No locks available\); put --save-folder on a local disk"
+    with pytest.raises(RunError, match=no_lock + r", or set SEGKIT_NO_RUN_LOCK=1"), RunLock(tmp_path):
+        pass
+    monkeypatch.setenv("SEGKIT_NO_RUN_LOCK", "1")
+    with RunLock(tmp_path):
+        pass
+
+
+@pytest.mark.parametrize("text", [b"{not json", b"[1, 2]", b'{"status": "caf\xe9"}'])
+def test_a_corrupt_metrics_file_says_what_to_do(tmp_path, text):
+    (tmp_path / METRICS_FILE).write_bytes(text)
+    with pytest.raises(RunError, match=r"metrics.json is not valid JSON \(.+\); delete it and run the same training "
+                                       r"command again: it is rebuilt from checkpoints/latest.pt") as raised:
+        Run.load(tmp_path)
+    assert "\n" not in str(raised.value)
+
+
 def test_open_run_continues_a_checkpointed_history(tmp_path):
     Run(tmp_path, info=info(), history=[{"step": 1, "miou": 3.0}]).write()
     run, resuming = open_run(tmp_path, info())
