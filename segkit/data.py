@@ -338,6 +338,15 @@ def worker_context() -> multiprocessing.context.BaseContext | None:
     return context
 
 
+#: Batches each loader worker prepares ahead (DataLoader's prefetch_factor): what waits in /dev/shm.
+PREFETCH_FACTOR = 2
+
+
+def sample_bytes(image_size: int) -> int:
+    """Bytes of one training sample as a worker hands it over: a uint8 image (3, S, S), an int64 mask (S, S)."""
+    return 3 * image_size**2 + 8 * image_size**2
+
+
 def build_loaders(train_set: ADE20k, val_set: ADE20k, device_batch: int, seed: int, *, num_workers: int = 0,
                   pin_memory: bool = False, world_size: int = 1, rank: int = 0,
                   eval_batch: int | None = None) -> tuple[DataLoader, DataLoader]:
@@ -352,7 +361,7 @@ def build_loaders(train_set: ADE20k, val_set: ADE20k, device_batch: int, seed: i
     """
     world = world_size
     common = {"batch_size": device_batch, "num_workers": num_workers, "pin_memory": pin_memory,
-              "persistent_workers": num_workers > 0,
+              "persistent_workers": num_workers > 0, "prefetch_factor": PREFETCH_FACTOR if num_workers > 0 else None,
               "multiprocessing_context": worker_context() if num_workers > 0 else None}
     train_loader = DataLoader(
         train_set, drop_last=True, **common,

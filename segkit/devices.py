@@ -10,7 +10,10 @@ checks, the command line and inference all ask here. Plain PyTorch: nothing here
 from __future__ import annotations
 
 import contextlib
+import math
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -131,6 +134,35 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         return
     with torch.autocast("cuda", dtype=dtype):
         yield
+
+
+def configure_backends(device: str) -> None:
+    """Settings that make a device faster without changing what it computes beyond rounding.
+
+    On a GPU, cuDNN times its convolution algorithms once per input shape and keeps the fastest
+    (``cudnn.benchmark``): training crops are all one size, so it pays after the first step. Another
+    algorithm rounds differently, so GPU runs are not bit-identical with and without it.
+    """
+    if device == "gpu":
+        torch.backends.cudnn.benchmark = True
+
+
+def check_shared_memory(workers: int, prefetch_factor: int, batch_bytes: int, shm: Path = Path("/dev/shm")) -> None:
+    """Raise ``ConfigError`` when loader workers' prefetched batches cannot fit in ``/dev/shm``.
+
+    Workers hand batches to the trainer through shared memory; ``workers x prefetch_factor`` batches wait
+    there at once. A container's default ``/dev/shm`` is 64 MB, and a worker that runs out dies with a
+    bus error mid-epoch, so the shortfall is told before training starts.
+    """
+    if workers == 0 or not shm.is_dir():
+        return
+    needed = workers * prefetch_factor * batch_bytes
+    free = shutil.disk_usage(shm).free
+    if needed > free:
+        raise ConfigError(f"{workers} loader workers prefetch {workers * prefetch_factor} batches, about "
+                          f"{needed / 2**30:.1f} GiB, and {shm} has {free / 2**30:.2f} GiB free; give the container "
+                          f"a larger /dev/shm (docker run --shm-size={math.ceil(needed / 2**30) + 1}g), or fewer "
+                          f"workers (a profile's num_workers)")
 
 
 def distributed_backend(device: str) -> str:

@@ -232,7 +232,7 @@ def mixup_example(root: str | Path, first: int = 0, second: int = 1, mixing: flo
     images, masks = torch.stack([image_a, image_b]), torch.stack([mask_a, mask_b])
     mixed, target = mix_batch(images, masks, mixing, permutation=torch.tensor([1, 0]))
     return {"image_a": to_picture(image_a), "image_b": to_picture(image_b), "mixed": to_picture(mixed[0]),
-            "mask_a": target.first[0].numpy(), "mask_b": target.second[0].numpy(), "weight_a": target.lam,
+            "mask_a": target.first[0].numpy(), "mask_b": target.second[0].numpy(), "weight_a": float(target.lam),
             "class_names": dataset.class_names}
 
 

@@ -58,16 +58,17 @@ def mix_batch(images: torch.Tensor, masks: torch.Tensor, mixing: float,
         permutation: ``(N,)`` index of the image mixed into each one.
 
     Returns:
-        ``(mixed_images, MixedMasks(masks, masks[permutation], 1 - mixing))``.
+        ``(mixed_images, MixedMasks(masks, masks[permutation], 1 - mixing))``, the weight a 0-d tensor on the
+        images' device (a Python float would make a compiled loss recompile for each new value).
 
     Example:
         >>> images, target = mix_batch(torch.tensor([[0.0], [4.0]]), torch.tensor([[1], [2]]), 0.25,
         ...                            torch.tensor([1, 0]))
-        >>> images.flatten().tolist(), target.second.flatten().tolist(), target.lam
+        >>> images.flatten().tolist(), target.second.flatten().tolist(), float(target.lam)
         ([1.0, 3.0], [2, 1], 0.75)
     """
     mixed = (1 - mixing) * images.float() + mixing * images[permutation].float()
-    return mixed, MixedMasks(masks, masks[permutation], 1.0 - mixing)
+    return mixed, MixedMasks(masks, masks[permutation], torch.tensor(1.0 - mixing, device=images.device))
 
 
 

@@ -182,7 +182,8 @@ class RunInfo(TypedDict, total=False):
     world_size: int  # processes (GPUs) that trained it
     versions: dict[str, str]  # python, segkit, mosaicml, torch, torchvision, numpy
     command: str  # the command line that started it
-    per_class_iou: dict[str, float | None]  # at the last evaluation
+    per_class_iou: dict[str, float | None]  # at the last evaluation, over the whole validation set
+    batchnorm: str  # "synchronized over N processes" or "per process": what the BatchNorm statistics covered
 
 
 @dataclass
@@ -310,7 +311,7 @@ def open_run(folder: Path, info: dict[str, Any]) -> tuple[Run, bool]:
 
 #: Fields that newer segkit records and an older run folder lacks, with the value they had before they
 #: were recorded, so that an older run still resumes.
-ADDED_FIELDS = {"profile": {"architecture": DEFAULT_ARCHITECTURE}}
+ADDED_FIELDS = {"profile": {"architecture": DEFAULT_ARCHITECTURE, "compile": False}}
 
 
 def check_same_run(previous: dict[str, Any], current: dict[str, Any], folder: Path) -> None:

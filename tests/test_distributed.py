@@ -194,6 +194,7 @@ def test_every_process_checks_its_share_of_the_validation_files_and_all_raise_th
 def test_per_class_iou_of_a_two_process_run_covers_the_whole_validation_set(two_process_run):
     """Each process evaluates half the images; the recorded per-class IoU is that of all of them: what one
     process evaluating the same weights on the same data measures (rank 0's half alone differs)."""
+    assert Run.load(two_process_run).info["batchnorm"] == "per process"  # tiny does not synchronize BatchNorm
     recorded = Run.load(two_process_run).info["per_class_iou"]
     whole = evaluate(two_process_run)["iou_per_class"]
     assert len(recorded) == len(whole)

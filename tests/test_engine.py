@@ -13,6 +13,7 @@ from segkit import checkpoints, comparison
 from segkit.engine import train
 from segkit.errors import ConfigError, RunError
 from segkit.model import deeplabv3plus
+from segkit.profiles import get_profile
 from segkit.runs import Run
 from tests.conftest import run_segkit
 
@@ -182,7 +183,7 @@ def shrunken_a100(**changes):
     """The a100 profile at the tiny profile's size: its algorithms and batch split, at test scale."""
     import dataclasses
 
-    from segkit.profiles import get_profile
+
 
     return dataclasses.replace(get_profile("a100"), name="a100-small", image_size=32, backbone="resnet10",
                                head_channels=16, weights=None, global_batch_size=4, default_data="scenes",
@@ -196,6 +197,32 @@ def test_the_a100_path_on_the_cpu(tmp_path, scenes_root):
     result = train("hot", scenes_root, profile, duration="2ba", save_folder=tmp_path, print_progress=False)
     assert result.run.status == "finished" and result.run.final["step"] == 2
     assert result.run.info["plan"]["sam_rho"] == 0.3 and result.run.info["world_size"] == 1
+    assert result.run.info["batchnorm"] == "per process"  # a100 synchronizes BatchNorm only over several GPUs
+
+
+def test_synchronized_batchnorm_on_cpu_processes_is_refused_before_a_run_folder(tmp_path, scenes_root, monkeypatch):
+    """torch's SyncBatchNorm computes on GPUs only (on gloo CPU processes it raises mid-step): a CPU profile
+    asking for it over two processes is one line before anything is written."""
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what Composer's launcher sets; the check comes before any rendezvous
+    profile = shrunken_a100(device="cpu", precision="fp32", microbatch_size=2, sync_batchnorm=True)
+    with pytest.raises(ConfigError, match=r"synchronizes BatchNorm, which runs on GPUs only; set its sync_batchnorm"):
+        train("baseline", scenes_root, profile, duration="1ba", save_folder=tmp_path, print_progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_compile_is_opt_in_and_trains_the_same_run(tmp_path, scenes_root):
+    """``compile`` (a profile field) runs the network and the loss through torch.compile (Composer's
+    compile_config, inductor): the same history as eager, to rounding. Slow: inductor compiles for about
+    two minutes on 2 cores."""
+    eager = train("medium", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, run_name="eager",
+                  print_progress=False)
+    profile = dataclasses.replace(get_profile("tiny"), compile=True)
+    compiled = train("medium", scenes_root, profile, duration="2ba", save_folder=tmp_path, run_name="compiled",
+                     print_progress=False)
+    assert compiled.run.info["profile"]["compile"] is True and eager.run.info["profile"]["compile"] is False
+    for key in ("train_loss", "val_loss", "miou"):
+        assert compiled.run.final[key] == pytest.approx(eager.run.final[key], rel=1e-3, abs=1e-3), key
 
 
 @pytest.mark.gpu
@@ -221,7 +248,7 @@ def test_two_processes_through_the_cli_launcher(tmp_path, scenes_root):
 
 def test_a_microbatch_whose_logits_cuda_cannot_index_is_refused_before_the_run_folder(tmp_path, scenes_root):
     # 8 images x 16 classes x 4096^2 px = 2^31 elements, one more than CUDA's kernels index
-    from segkit.profiles import get_profile
+
 
     huge = dataclasses.replace(get_profile("tiny"), name="huge", image_size=4096, global_batch_size=8,
                                microbatch_size=8)

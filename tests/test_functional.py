@@ -170,3 +170,22 @@ def test_a_pixel_ignored_in_both_masks_counts_nowhere():
     nothing = MixedMasks(torch.full((1, 1, 2), -1), torch.full((1, 1, 2), -1), 0.6)
     assert float(cross_entropy(log_probs, nothing)) == 0.0
     assert not math.isnan(float(cross_entropy(log_probs, nothing)))
+
+
+def test_a_new_mixup_weight_does_not_recompile_a_compiled_loss():
+    """MixUp's weight travels as a tensor: a compiled loss traces one graph for every weight (a Python
+    float would be baked into the graph and retraced when it changes)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from segkit.functional import mix_batch
+    from segkit.losses import SegmentationLoss
+
+    torch._dynamo.reset()
+    counters.clear()
+    loss = torch.compile(SegmentationLoss(), backend="eager")
+    images, masks = torch.rand(2, 3, 8, 8), torch.randint(-1, 6, (2, 8, 8))
+    for mixing in (0.1, 0.3, 0.45):
+        _, target = mix_batch(images, masks, mixing, torch.tensor([1, 0]))
+        loss(torch.randn(2, 6, 8, 8), target)
+    assert counters["stats"]["unique_graphs"] == 1
