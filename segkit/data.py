@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import multiprocessing.context
+import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -340,6 +341,58 @@ def worker_context() -> multiprocessing.context.BaseContext | None:
 
 #: Batches each loader worker prepares ahead (DataLoader's prefetch_factor): what waits in /dev/shm.
 PREFETCH_FACTOR = 2
+#: Seconds a loader waits for its workers' next batch before it calls them stalled. The slowest batch a
+#: worker legitimately makes is the a100 profile's on one GPU: 128 ADE20k images decoded (9.5 ms each,
+#: docs/reliability.md) and augmented, a few seconds; 600 s leaves two orders of magnitude for a slow disk
+#: or a loaded machine. ``SEGKIT_LOADER_TIMEOUT`` changes it (0: wait forever).
+LOADER_TIMEOUT_SECONDS = 600.0
+LOADER_TIMEOUT_VARIABLE = "SEGKIT_LOADER_TIMEOUT"
+
+
+def loader_timeout() -> float:
+    """The loaders' stall bound in seconds (``LOADER_TIMEOUT_SECONDS`` unless ``SEGKIT_LOADER_TIMEOUT`` says)."""
+    text = os.environ.get(LOADER_TIMEOUT_VARIABLE, "")
+    try:
+        return float(text) if text else LOADER_TIMEOUT_SECONDS
+    except ValueError:
+        raise DataError(f"{LOADER_TIMEOUT_VARIABLE}={text!r} is not a number of seconds; unset it or give one, "
+                        f"e.g. {LOADER_TIMEOUT_VARIABLE}=600") from None
+
+
+def stalled_workers() -> dict[int, str]:
+    """The processes below this one that are not running or waiting their turn: stopped, or stuck on a disk."""
+    return {pid: state for pid, state in descendant_states().items()
+            if state in ("stopped", "tracing stop", "disk sleep", "zombie")}
+
+
+def stalled_worker_error(error: BaseException, stalled: dict[int, str]) -> DataError | None:
+    """The one-line error for PyTorch's ``DataLoader timed out``, naming the ``stalled`` worker processes,
+    or None for any other error."""
+    if not isinstance(error, RuntimeError) or "DataLoader timed out" not in str(error):
+        return None
+    stuck = [f"{pid} ({state})" for pid, state in stalled.items()]
+    who = f"worker process {', '.join(stuck)}" if stuck else "its worker processes"
+    return DataError(f"the data loader waited {loader_timeout():.0f} s for a batch from {who}; check the data folder's "
+                     f"disk (a stalled network mount) and free memory, then run the same command again to resume "
+                     f"from the last checkpoint")
+
+
+def descendant_states() -> dict[int, str]:
+    """State (``running``, ``sleeping``, ``stopped``, ...) of every process below this one (Linux's /proc;
+    empty elsewhere): loader workers are children of the fork server, itself a child of this process."""
+    parents, states = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in stat.read_text().splitlines() if ":\t" in line)
+            pid = int(stat.parent.name)
+            parents[pid], states[pid] = int(fields["PPid"]), fields["State"].split("(")[-1].rstrip(")").strip()
+        except (OSError, KeyError, ValueError):
+            continue
+    below, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - below
+        below |= frontier
+    return {pid: states[pid] for pid in sorted(below)}
 
 
 def sample_bytes(image_size: int) -> int:
@@ -357,11 +410,13 @@ def build_loaders(train_set: ADE20k, val_set: ADE20k, device_batch: int, seed: i
 
     Each of ``world_size`` processes (one per GPU) gets its own share of every epoch through a
     ``DistributedSampler`` seeded by ``seed``; with one process it is the whole set, shuffled.
-    Workers start from a fork server (``worker_context``), and a worker that dies is an error.
+    Workers start from a fork server (``worker_context``), a worker that dies is an error, and workers that
+    produce no batch for ``loader_timeout()`` seconds (stopped, or stuck on a disk) are one too.
     """
     world = world_size
     common = {"batch_size": device_batch, "num_workers": num_workers, "pin_memory": pin_memory,
               "persistent_workers": num_workers > 0, "prefetch_factor": PREFETCH_FACTOR if num_workers > 0 else None,
+              "timeout": loader_timeout() if num_workers > 0 else 0,
               "multiprocessing_context": worker_context() if num_workers > 0 else None}
     train_loader = DataLoader(
         train_set, drop_last=True, **common,

@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import secrets
+import signal
 import socket
 import sys
 import time
@@ -43,6 +45,8 @@ from segkit.data import (
     dataset_format,
     open_dataset,
     sample_bytes,
+    stalled_worker_error,
+    stalled_workers,
 )
 from segkit.devices import check_available, check_microbatch, check_shared_memory, configure_backends, pins_memory
 from segkit.errors import ConfigError, DataError, RunError, SegkitError
@@ -521,7 +525,17 @@ def fit(trainer: Trainer, run: Run) -> None:
     if elapsed is not None and elapsed >= 1:  # killed after training, before model.pt was saved
         return
     try:
-        trainer.fit()
+        try:
+            trainer.fit()
+        except RuntimeError as error:
+            stuck = stalled_workers()
+            stalled = stalled_worker_error(error, stuck)
+            if stalled is None:
+                raise
+            for pid in stuck:  # a stopped worker ignores the loader's SIGTERM, and the process could not exit
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise stalled from None
     except (SegkitError, KeyboardInterrupt) as error:
         if dist.get_global_rank() == 0:
             run.info["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"

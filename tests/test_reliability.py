@@ -9,12 +9,15 @@ moment per recipe (all moments and all recipes are covered once) and a papermill
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -629,3 +632,76 @@ def test_killed_after_the_last_checkpoint_before_model_pt(scenes_root, tmp_path)
     assert history(tmp_path / "killed") == history(reference.folder)
     ours, theirs = (torch.load(folder / "model.pt", weights_only=True) for folder in (again.folder, reference.folder))
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+#: A tiny run with two loader workers (the a100 profile's loader, small): a script, so a worker can be stopped.
+STALL_SCRIPT = """
+import dataclasses, sys
+from segkit.engine import train
+from segkit.profiles import get_profile
+if __name__ == "__main__":
+    profile = dataclasses.replace(get_profile("tiny"), num_workers=2)
+    train("baseline", sys.argv[1], profile, duration="20ba", save_folder=sys.argv[2], run_name="stall")
+"""
+
+
+def process_tree(root: int) -> dict[int, int]:
+    """pid -> parent pid of every process below ``root`` (Linux /proc)."""
+    parents = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            parents[int(status.parent.name)] = int(next(line.split()[1] for line in status.read_text().splitlines()
+                                                        if line.startswith("PPid:")))
+        except (OSError, StopIteration, ValueError):
+            continue
+    below, frontier = {}, {root}
+    while frontier:
+        found = {pid: parent for pid, parent in parents.items() if parent in frontier and pid not in below}
+        below.update(found)
+        frontier = set(found)
+    return below
+
+
+def test_a_stopped_loader_worker_fails_the_run_in_one_line_that_names_it_and_the_run_resumes(tmp_path, scenes_root):
+    """SIGSTOP one of a run's two loader workers mid-run: the run stops after the loader's bound (5 s here,
+    600 s by default) with one line naming the worker, metrics.json says failed, and the same command resumes."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs Linux's /proc")
+    script = tmp_path / "stall.py"
+    script.write_text(STALL_SCRIPT)
+    env = {**subprocess_env(), "PYTHONPATH": str(REPO), "SEGKIT_LOADER_TIMEOUT": "5"}
+    command = [sys.executable, str(script), str(scenes_root), str(tmp_path / "runs")]
+    metrics = tmp_path / "runs" / "stall" / "metrics.json"
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stopped = None
+    try:
+        deadline = time.monotonic() + 240
+        while stopped is None and time.monotonic() < deadline and run.poll() is None:
+            time.sleep(0.5)
+            if metrics.exists() and json.loads(metrics.read_text()).get("history"):
+                tree = process_tree(run.pid)
+                workers = [pid for pid, parent in tree.items() if parent in tree]  # the fork server's children
+                if workers:
+                    stopped = workers[0]
+                    os.kill(stopped, signal.SIGSTOP)
+                    stopped_at = time.monotonic()
+        assert stopped is not None, "the run ended before a worker could be stopped"
+        _, stderr = run.communicate(timeout=120)
+        waited = time.monotonic() - stopped_at
+    finally:
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGKILL)
+                os.kill(stopped, signal.SIGCONT)
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode != 0
+    line = stderr.strip().splitlines()[-1]
+    assert f"the data loader waited 5 s for a batch from worker process {stopped} (stopped)" in line, stderr[-2000:]
+    assert waited < 60, waited
+    info = json.loads(metrics.read_text())
+    assert info["status"] == "failed" and info["error"].startswith("the data loader waited 5 s")
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    resumed = json.loads(metrics.read_text())
+    assert resumed["status"] == "finished" and resumed["history"][-1]["step"] == 20
