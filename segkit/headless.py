@@ -128,6 +128,11 @@ class WatchfulClient(PapermillNotebookClient):
                         await ensure_async(self.kc.kernel_info())
                         kicked, sent = True, now
                     if task_poll_output_msg.done():
+                        # The output task also ends when it fails (papermill could not save the output notebook:
+                        # a full disk, a replaced path): that failure is the error, not a kernel gone quiet.
+                        failure = None if task_poll_output_msg.cancelled() else task_poll_output_msg.exception()
+                        if failure is not None:
+                            raise failure from None
                         idle_since = idle_since or now
                         if now - idle_since > watchdogs.idle_grace:
                             raise self._stalled(cell, f"the kernel finished this cell (it went idle) but its reply "

@@ -185,3 +185,39 @@ def test_a_late_idle_after_the_reply_does_not_fail_a_healthy_cell(tmp_path, kern
     execute_notebook(source, tmp_path / "out.ipynb", {}, kernel, watchdogs=watchdogs)
     book = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert book.cells[1].outputs[0]["text"] == "next cell\n"
+
+
+def test_when_the_output_notebook_cannot_be_saved_that_is_the_error_not_a_stalled_kernel(tmp_path, kernel):
+    """The output path is replaced by a folder while a cell runs: papermill's next save fails inside the
+    client's output task. That failure is what the run reports, at once, not 'went idle' a grace later."""
+    import threading
+
+    import papermill
+
+    source = write_notebook(tmp_path / "long.ipynb", "import time\nfor i in range(40):\n    print(i, flush=True)\n"
+                                                     "    time.sleep(0.25)")
+    output = tmp_path / "out.ipynb"
+
+    def replace_output_mid_cell() -> None:
+        deadline = time.monotonic() + 30
+        while not output.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # the cell is running and printing
+        output.unlink()
+        output.mkdir()
+
+    replacer = threading.Thread(target=replace_output_mid_cell)
+    replacer.start()
+    began = time.monotonic()
+    with pytest.raises(IsADirectoryError) as failure:
+        papermill.execute_notebook(source, output, kernel_name=kernel, engine_name="segkit", progress_bar=False,
+                                   autosave_cell_every=1, watchdogs=QUICK)
+    replacer.join()
+    assert time.monotonic() - began < 9  # before the cell's own 10 s: reported as it happened
+    # papermill's closing save fails the same way; behind it is the first failure, not a watchdog's verdict.
+    chain, error = [], failure.value
+    while error is not None:
+        chain.append(error)
+        error = error.__context__
+    assert not [error for error in chain if isinstance(error, KernelStalled)], chain
+    assert len([error for error in chain if isinstance(error, IsADirectoryError)]) >= 2, chain
