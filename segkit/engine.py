@@ -73,8 +73,33 @@ from segkit.runs import (
 from segkit.spec import DEFAULT_SEED, RunSpec, run_spec
 from segkit.transforms import eval_transform, normalize, train_transform
 
-#: Seconds a collective waits for the other processes (Composer's default): a lost node fails the run then.
+#: Seconds a collective waits for the other processes (Composer's default): a node lost without a word (its
+#: machine off, its network gone) fails the others then; one whose process died closes its sockets, and they
+#: fail within seconds. ``SEGKIT_DIST_TIMEOUT`` changes it.
 DIST_TIMEOUT_SECONDS = 300.0
+DIST_TIMEOUT_VARIABLE = "SEGKIT_DIST_TIMEOUT"
+#: Words of torch's gloo and NCCL errors when another process of the run is gone.
+_LOST_PEER_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out", "NCCL", "gloo")
+
+
+def dist_timeout() -> float:
+    text = os.environ.get(DIST_TIMEOUT_VARIABLE, "")
+    try:
+        return float(text) if text else DIST_TIMEOUT_SECONDS
+    except ValueError:
+        raise ConfigError(f"{DIST_TIMEOUT_VARIABLE}={text!r} is not a number of seconds; unset it, or give "
+                          f"one") from None
+
+
+def lost_peer_error(error: BaseException) -> RunError | None:
+    """The one-line error for a collective that failed because another process of the run is gone, or None."""
+    world = dist.get_world_size()
+    if world < 2 or not isinstance(error, RuntimeError) or not any(sign in str(error) for sign in _LOST_PEER_SIGNS):
+        return None
+    detail = str(error).strip().splitlines()[0].split("] ", 1)[-1]  # without gloo's source path
+    return RunError(f"lost contact with another process of this {world}-process run ({detail[:160]}); a process "
+                    f"stops within {dist_timeout():.0f} s of losing one; run the same command on every node again "
+                    f"to resume from the last checkpoint")
 
 # Composer notices that say nothing to a segkit user (all checked against composer 0.32.1).
 _QUIET = [
@@ -333,7 +358,7 @@ def train(
         raise ConfigError(f"the global batch {profile.global_batch_size} does not split over {world} processes")
     device_batch = profile.global_batch_size // world
     if world > 1:  # now, so that every process takes the run folder's decisions together (open_shared_run)
-        dist.initialize_dist(profile.device, timeout=DIST_TIMEOUT_SECONDS)
+        dist.initialize_dist(profile.device, timeout=dist_timeout())
 
     data_root = spec.data_folder()
     # The built-in sets are a few hundred small images: kept decoded in the one process that loads them,
@@ -442,8 +467,11 @@ def train(
                 trainer.state.device_train_microbatch_size = microbatch
             try:
                 fit(trainer, run)
-            finally:
-                trainer.close()
+            except BaseException:
+                with contextlib.suppress(Exception):  # after a lost process close() fails too: the first error tells
+                    trainer.close()
+                raise
+            trainer.close()
         if dist.get_global_rank() == 0:
             save_weights(trainer, folder / WEIGHTS_FILE)
             run.info["status"] = "finished"
@@ -528,6 +556,9 @@ def fit(trainer: Trainer, run: Run) -> None:
         try:
             trainer.fit()
         except RuntimeError as error:
+            lost = lost_peer_error(error)
+            if lost is not None:
+                raise lost from None
             stuck = stalled_workers()
             stalled = stalled_worker_error(error, stuck)
             if stalled is None:
@@ -537,8 +568,10 @@ def fit(trainer: Trainer, run: Run) -> None:
                     os.kill(pid, signal.SIGKILL)
             raise stalled from None
     except (SegkitError, KeyboardInterrupt) as error:
-        if dist.get_global_rank() == 0:
-            run.info["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        lost = str(error).startswith("lost contact with another process")
+        # Rank 0 keeps metrics.json; when the lost process may be rank 0 itself, any survivor says so.
+        if dist.get_global_rank() == 0 or lost:
+            run.info["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) or lost else "failed"
             run.info["error"] = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             with contextlib.suppress(SegkitError):  # a full disk may refuse this too; the error is raised anyway
                 run.write()

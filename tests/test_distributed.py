@@ -7,6 +7,7 @@ processes that talk gloo, and several "nodes" are several launchers on localhost
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -202,3 +203,64 @@ def test_per_class_iou_of_a_two_process_run_covers_the_whole_validation_set(two_
         assert (value is None) == (expected != expected), name  # NaN: a class in neither labels nor predictions
         if value is not None:
             assert value == pytest.approx(expected, abs=0.01), name
+
+
+def descendants(pid: int) -> list[int]:
+    """Processes below ``pid``, nearest first (Linux /proc)."""
+    parents = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            parents[int(status.parent.name)] = int(next(line.split()[1] for line in status.read_text().splitlines()
+                                                        if line.startswith("PPid:")))
+        except (OSError, StopIteration, ValueError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier and child not in found]
+        found += frontier
+    return found
+
+
+def test_a_node_lost_without_a_word_stops_the_other_in_one_line_within_the_bound_and_both_resume(tmp_path,
+                                                                                                 scenes_root):
+    """Two "nodes"; node 1's training process is frozen (SIGSTOP: its sockets stay open, as when a machine
+    hangs or its network goes). Node 0 stops within the distributed timeout (20 s here, 300 s by default) with
+    one line, metrics.json says interrupted, and the same commands on both nodes resume the run to its end."""
+    port = free_port()
+    timeout_env = {**env(), "SEGKIT_DIST_TIMEOUT": "20"}
+
+    def node(rank: int, port: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            segkit_command("train", "--recipe", "hot", "--profile", "tiny", "--duration", "3ep", "--data",
+                           str(scenes_root), "--save-folder", str(tmp_path), "--run-name", "lost", "--gpus", "1",
+                           "--nodes", "2", "--node-rank", str(rank), "--master-addr", "127.0.0.1",
+                           "--master-port", str(port)),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=timeout_env, start_new_session=True)
+
+    nodes = [node(rank, port) for rank in (0, 1)]
+    metrics = tmp_path / "lost" / "metrics.json"
+    deadline = time.monotonic() + 300
+    while not (metrics.is_file() and json.loads(metrics.read_text()).get("history")):
+        assert time.monotonic() < deadline and nodes[0].poll() is None, "no evaluation within 300 s"
+        time.sleep(0.2)
+    trainer = descendants(nodes[1].pid)[-1]  # the CLI, Composer's launcher, then the training process
+    os.kill(trainer, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        output = nodes[0].communicate(timeout=120)[0]
+        waited = time.monotonic() - stopped
+    finally:
+        os.killpg(nodes[1].pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(trainer, signal.SIGKILL)
+        nodes[1].communicate()
+    assert nodes[0].returncode != 0 and waited < 20 + 30, (waited, output[-2000:])
+    errors = [line for line in output.splitlines() if line.startswith("segkit: error:")]
+    assert len(errors) == 1 and "lost contact with another process of this 2-process run" in errors[0], output[-3000:]
+    assert "run the same command on every node again to resume" in errors[0]
+    info = json.loads(metrics.read_text())
+    assert info["status"] == "interrupted" and info["error"].startswith("lost contact"), info.get("error")
+
+    port = free_port()
+    finish([node(rank, port) for rank in (0, 1)])
+    assert Run.load(tmp_path / "lost").status == "finished"
