@@ -556,17 +556,17 @@ def fit(trainer: Trainer, run: Run) -> None:
         try:
             trainer.fit()
         except RuntimeError as error:
-            lost = lost_peer_error(error)
-            if lost is not None:
-                raise lost from None
             stuck = stalled_workers()
             stalled = stalled_worker_error(error, stuck)
-            if stalled is None:
+            if stalled is not None:
+                for pid in stuck:  # a stopped worker ignores the loader's SIGTERM, and the process could not exit
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                raise stalled from None
+            lost = lost_peer_error(error)
+            if lost is None:
                 raise
-            for pid in stuck:  # a stopped worker ignores the loader's SIGTERM, and the process could not exit
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            raise stalled from None
+            raise lost from None
     except (SegkitError, KeyboardInterrupt) as error:
         lost = str(error).startswith("lost contact with another process")
         # Rank 0 keeps metrics.json; when the lost process may be rank 0 itself, any survivor says so.
