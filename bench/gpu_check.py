@@ -1,4 +1,4 @@
-"""The GPU check: the reference job's mechanics and speed on one GPU, in about six minutes.
+"""The GPU check: the reference job's mechanics and speed on one GPU, in two calls of under 8 minutes.
 
 Meant for a machine with Python 3.12 and torch but no Composer, no Jupyter and no network
 (bench/gpu_check.sh installs the wheels of bench/gpu_bundle.py first). It trains on generated scenes
@@ -10,16 +10,24 @@ The parts, in the order they run:
                  gradient scaler, MixUp, automatic microbatching. The loss is finite and falls, and every
                  step whose first gradients were finite ran SAM's second forward-backward pass (counted as
                  Composer's BEFORE_TRAIN_BATCH events, one per pass). Also: images/s, peak memory, the
-                 microbatch size found, and one reference epoch on 8 GPUs projected from the images/s
+                 microbatch size found, the share of time waiting for data over steady steps and over
+                 epoch starts apart, and one reference epoch on 8 GPUs projected from the images/s
     evaluate     the hot run's model.pt loads on this device and evaluates there, single-scale (its mIoU
                  is the run's last) and with test-time augmentation; images/s of each
     throughput   the model FLOPs utilisation (MFU) of a plain training step of ResNet-101 OS8 at 512 px
                  in bf16 and in fp16 (FLOPs: the forward counted by torch.utils.flop_counter, times 3)
                  against the GPU's dense peak, named in the output; one MFU line per precision
+    profiler     torch.profiler over a few reference steps (the plain step at the a100 profile's
+                 microbatch and precision): the top kernels by self CUDA time, and the GPU's busy share
+    ab           one A/B line per speed change: the loss tail in the logits' precision, cudnn.benchmark,
+                 channels-last, masks copied as uint8, torch.compile; images/s and MFU of each side at
+                 the same microbatch (torch.compile in a child process, within a budget)
     gpu-profile  the first steps of the gpu profile, their time against the profile's throughput
                  assumption (segkit.profiles.GPU_THROUGHPUT_ASSUMPTION), and the epoch_scale the
                  measured speed would give; a FLOP count that differs from segkit's constant under
-                 this torch is a WARNING, not a failure
+                 this torch is a WARNING, not a failure; the data wait as in hot
+    loader       the a100 profile's training DataLoader alone (segkit.data.build_loaders) at 8 and 14
+                 workers: images/s against the steps' demand, a batch's bytes, /dev/shm's size
     launcher     `segkit train` through Composer's launcher (on the GPU one process, NCCL; on the CPU two
                  gloo processes) for 2 batches; its model.pt holds the bare network's keys, loads and
                  evaluates on this device
@@ -28,14 +36,22 @@ The parts, in the order they run:
     kill-resume  a run SIGKILLed mid-epoch and started again has the history of an uninterrupted run
                  (tests/test_reliability.py's check, on this device: AMP's scaler, CUDA's generators),
                  exactly on the CPU, within the device's run-to-run noise (with a floor) on the GPU
+    knee         the laptop problem's budget curve (docs/laptop-regime.md's knee criterion) where the GPU
+                 affords it: steps/s calibrated at 1, 6 and 12 parallel processes, then the cpu profile's
+                 baseline, full and compressed to 20%, at 2x, 4x and 8x its steps, 3 seeds, longest runs
+                 first, as many as its budget fits (250 s, within 5 minutes); a setting at 20%/full >= 0.95
+                 is printed as a CANDIDATE gpu-scenes profile
 
 Each part prints PASS, FAIL or SKIP with its reason; the JSON results are rewritten after every part
 (so a check killed half-way still leaves what ran), and the script exits 1 if a part failed.
 ``--parts`` runs a subset, still in the order above (evaluate reads the hot part's run, so it needs
-hot in the same invocation). A time budget guards the whole: a part that would not fit is skipped,
-the hot run stops early when slow, and an alarm ends a part that overruns the budget.
+hot in the same invocation); ``--call 1`` and ``--call 2`` are the two device calls (``CALLS``), each
+under the device tool's 8 minutes with the bundle's install. A time budget guards the whole: a part
+that would not fit is skipped, the hot run stops early when slow, the knee plans what fits, and an
+alarm ends a part that overruns the budget.
 
-    bash bench/gpu_check.sh                        # on the GPU machine; log and JSON in $OUT
+    bash bench/gpu_check.sh --call 1               # on the GPU machine; log and JSON in $OUT
+    bash bench/gpu_check.sh --call 2               # the second call (OUT keeps one call's files)
     bash bench/gpu_check.sh --parts hot,evaluate   # a subset
     .venv/bin/python bench/gpu_check.py --cpu      # here: the same logic at toy sizes, fp32
 """
@@ -43,6 +59,7 @@ the hot run stops early when slow, and an alarm ends a part that overruns the bu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -57,7 +74,7 @@ import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,8 +87,10 @@ REFERENCE_GPUS = 8
 #: by a part of the device name; the first match counts, so the more specific names come first.
 GPU_PEAK_TFLOPS = {"H100 PCIe": 756.5, "H100 NVL": 835.5, "H100": 989.4, "H200 NVL": 835.5, "H200": 989.4,
                    "A100": 312.0}
-#: Microbatch of the MFU's step when the hot part found none: the reference's per-GPU batch (128 over 8).
-REFERENCE_DEVICE_BATCH = 16
+#: ADE20k's classes: the reference model's head, and the generated scenes' labels without a class list.
+NUM_CLASSES = 150
+#: The autocast precision of a Composer precision, as the plain step names it.
+AUTOCAST = {"amp_fp16": "fp16", "amp_bf16": "bf16", "fp32": "fp32"}
 #: The evaluate part's batch when evaluate's default one runs out of GPU memory (its CPU default).
 FALLBACK_EVAL_BATCH = 16
 #: The kill/resume part's runs: 2 epochs of 2 steps on 8 scenes, killed after step 3.
@@ -82,6 +101,14 @@ TIMINGS = ("wall_time", "images_per_second")
 PERCENT_KEYS = ("miou", "miou_raw", "pixel_accuracy")
 #: The notebook the notebook part runs.
 NOTEBOOK = "03_hot"
+#: The laptop regime's knee criterion (docs/laptop-regime.md): the baseline compressed into this share of
+#: its epochs reaches at least ``KNEE_RATIO`` of the full baseline's validation mIoU.
+KNEE_SHARE = 0.2
+KNEE_RATIO = 0.95
+#: The knee plan's margin: the calibrated times must fit the time left with this factor to spare.
+KNEE_SAFETY = 1.15
+#: The parts that read the generated scenes; the others run without generating them (30 s on the H200).
+SCENE_PARTS = ("hot", "evaluate", "gpu-profile", "loader", "launcher", "notebook")
 
 
 @dataclass(frozen=True)
@@ -93,7 +120,7 @@ class Sizes:
     scenes: tuple[int, int, int, int]  # generated set: training images, validation images, min and max side
     hot_steps: int  # steps of the hot recipe
     hot_time_cap_s: float  # the hot run stops early after this much training
-    profile_steps: int  # steps of the gpu profile (one epoch of the generated set: the first 2 are not timed)
+    profile_steps: int  # steps of the gpu profile: its first epoch and the start of the second
     timed_steps: int  # training steps timed per precision for the MFU
     mfu_precisions: tuple[str, ...]  # autocast precisions of the MFU
     eval_tolerance: float  # mIoU points by which model.pt evaluated again may differ from the run's last mIoU
@@ -103,31 +130,58 @@ class Sizes:
     launch_processes: int  # processes Composer's launcher starts
     notebook_profile: str  # notebook 03's profile parameter
     notebook_duration: str  # notebook 03's duration parameter
+    profiler_steps: int  # reference steps recorded by torch.profiler
+    top_kernels: int  # rows of the profiler's table: kernels (GPU) or operators (CPU) by self time
+    ab_steps: int  # timed steps of each side of an A/B per round (two rounds, after two warm-up steps)
+    compile_backend: str  # torch.compile's backend: "inductor" generates code; "eager" only traces (no compiler)
+    compile_budget_s: float  # the torch.compile A/B's child process is stopped after this long
+    loader_workers: tuple[int, ...]  # DataLoader worker counts of the loader part
+    knee_profile: str  # the laptop problem: the cpu profile (on the GPU: on CUDA, fp32), or tiny on the CPU
+    knee_multipliers: tuple[int, ...]  # the baseline's lengths, in multiples of the profile's own epochs
+    knee_seeds: tuple[int, ...]  # seeds of every run (the regime's 17 and the next; the study's 101-103 unused)
+    knee_processes: tuple[int, ...]  # parallel processes whose speed is calibrated; the plan uses one count
+    knee_calibration_epochs: int  # epochs of each calibration run (the first is start-up, the rest timed)
+    knee_budget_s: float  # the whole knee part: pretraining, calibration and runs
     part_seconds: dict[str, float]  # about how long each part takes: a part is skipped if less is left
 
 
-#: Each part's seconds as measured on an H200 on 2026-11-30 (docs/gpu-check/), where the scenes took about
-#: 30 s on 16 cores and the bundle's install about 15 s: about 340 s in all. The tolerances: the two
-#: evaluations of model.pt differ in batch composition under fp16 autocast (0.0007 points there); the
-#: resume floors allow a few of the kill-resume run's 4,096 validation pixels to flip, and a loss to move
-#: in its third decimal, when two uninterrupted runs happen to agree exactly (there they differed by 1.0).
+#: The seconds of hot, evaluate, throughput, launcher, notebook and kill-resume as measured on an H200 on
+#: 2026-11-30 (docs/gpu-check/), where the scenes took about 30 s on 16 cores and the bundle's install about
+#: 15 s; the others are estimates, not yet run there (gpu-profile's now with 2 more steps and an
+#: evaluation). The tolerances: the two evaluations of model.pt differ in batch composition under fp16
+#: autocast; the resume floors allow a few of the kill-resume run's 4,096 validation pixels to flip, and a
+#: loss to move in its third decimal, when two uninterrupted runs happen to agree exactly (there they
+#: differed by 1.0). fp32 for the knee: the laptop problem's own arithmetic (the cpu profile trains in
+#: fp32), and at 64 px in batches of 8 a step is bound by kernel launches, which mixed precision does not
+#: shorten.
 GPU_SIZES = Sizes(
-    device="gpu", budget_s=420, scenes=(512, 128, 512, 640), hot_steps=20, hot_time_cap_s=60, profile_steps=4,
+    device="gpu", budget_s=420, scenes=(512, 128, 512, 640), hot_steps=20, hot_time_cap_s=60, profile_steps=6,
     timed_steps=8, mfu_precisions=("bf16", "fp16"), eval_tolerance=1.0, resume_floor_percent=0.5,
     resume_floor_other=0.01, launch_profile="a100", launch_processes=1, notebook_profile="a100",
-    notebook_duration="4ba",
-    part_seconds={"hot": 70, "evaluate": 15, "throughput": 15, "gpu-profile": 20, "launcher": 100, "notebook": 65,
-                  "kill-resume": 30},
+    notebook_duration="4ba", profiler_steps=3, top_kernels=15, ab_steps=3, compile_backend="inductor",
+    compile_budget_s=100, loader_workers=(8, 14), knee_profile="cpu", knee_multipliers=(2, 4, 8),
+    knee_seeds=(17, 18, 19), knee_processes=(1, 6, 12), knee_calibration_epochs=3, knee_budget_s=250,
+    part_seconds={"hot": 70, "evaluate": 15, "throughput": 15, "profiler": 15, "ab": 130, "gpu-profile": 26,
+                  "loader": 25, "launcher": 100, "notebook": 65, "kill-resume": 30, "knee": 250},
 )
 #: On the CPU the tolerances are zero where the arithmetic repeats exactly (one thread count, fp32).
 CPU_SIZES = Sizes(
-    device="cpu", budget_s=300, scenes=(16, 4, 96, 144), hot_steps=8, hot_time_cap_s=60, profile_steps=3,
+    device="cpu", budget_s=480, scenes=(16, 4, 96, 144), hot_steps=8, hot_time_cap_s=60, profile_steps=6,
     timed_steps=3, mfu_precisions=("fp32",), eval_tolerance=0.02, resume_floor_percent=0.0,
     resume_floor_other=0.0, launch_profile="tiny", launch_processes=2, notebook_profile="tiny",
-    notebook_duration="2ba",
-    part_seconds={"hot": 15, "evaluate": 3, "throughput": 5, "gpu-profile": 10, "launcher": 20, "notebook": 30,
-                  "kill-resume": 25},
+    notebook_duration="2ba", profiler_steps=2, top_kernels=10, ab_steps=1, compile_backend="eager",
+    compile_budget_s=90, loader_workers=(1, 2), knee_profile="tiny", knee_multipliers=(1, 2),
+    knee_seeds=(17,), knee_processes=(2,), knee_calibration_epochs=2, knee_budget_s=120,
+    part_seconds={"hot": 15, "evaluate": 3, "throughput": 5, "profiler": 3, "ab": 20, "gpu-profile": 10,
+                  "loader": 8, "launcher": 20, "notebook": 30, "kill-resume": 25, "knee": 45},
 )
+#: The two calls of the device tool that run the whole check on the GPU (``--call``): the parts that read
+#: the generated scenes, then the A/Bs and the knee. Each stays under gpu_check.sh's 450 s with the
+#: bundle's install (and the scenes, in the first); tests/test_gpu_check.py adds them up.
+CALLS = {
+    "1": ("hot", "evaluate", "throughput", "profiler", "gpu-profile", "loader", "launcher", "notebook", "kill-resume"),
+    "2": ("ab", "knee"),
+}
 
 
 class CheckFailed(Exception):
@@ -152,12 +206,13 @@ class Context:
     """What the parts share: sizes, folders, the device, and numbers one part measures for another."""
 
     sizes: Sizes
-    scenes: Path  # the generated set
+    scenes: Path | None  # the generated set (None when no part asked for reads it)
     work: Path  # run folders and the small set of the kill/resume part
     deadline: float  # time.monotonic() at which the budget ends
-    out: Path | None = None  # where the JSON goes; the executed notebook is copied there too
+    out: Path | None = None  # where the JSON goes; the notebook, profiler table and knee histories go there too
     # what the parts share: "device_name"; from hot: "microbatch" (its search's), "hot_run" (the run folder),
-    # "hot_stopped_early"
+    # "hot_stopped_early"; "demand" (images/s of the steps measured so far, for the loader); "matmul" (the
+    # measured matrix-product rate and size per precision)
     measured: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def seconds_left(self) -> float:
@@ -290,9 +345,34 @@ def images_per_second(steps: list[dict[str, Any]], batch: int) -> float:
     return batch * len(steps) / sum(step["wall_s"] for step in steps)
 
 
-def data_wait_fraction(steps: list[dict[str, Any]]) -> float:
-    """The share of all steps' time spent waiting for data (epoch starts included)."""
-    return round(sum(step["waited_s"] for step in steps) / sum(step["wall_s"] for step in steps), 3)
+def data_wait(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The share of the steps' time spent waiting for data, over the steady steps (``steady_steps``) and
+    over the later epochs' first steps apart, and over all steps as the check reported it before: each
+    worker loads a whole batch, so a new epoch's first batch waits for one worker to load all of it (the
+    first step also waits for the workers to start; its wait is given in seconds)."""
+
+    def share(group: list[dict[str, Any]]) -> float | None:
+        return round(sum(s["waited_s"] for s in group) / sum(s["wall_s"] for s in group), 3) if group else None
+
+    steady = steady_steps(steps)
+    starts = [step for step in steps[1:] if step["starts_epoch"]]
+    return {"data_wait_steady": share(steady), "data_wait_epoch_starts": share(starts),
+            "data_wait_all_steps": share(steps), "steady_steps": len(steady), "epoch_start_steps": len(starts),
+            "first_step_wait_s": round(steps[0]["waited_s"], 2) if steps else None}
+
+
+def data_wait_line(name: str, wait: dict[str, Any]) -> str:
+    """The data wait as the check prints it (a share is "-" where no step of its kind ran)."""
+
+    def percent(share: float | None) -> str:
+        return "-" if share is None else f"{share:.1%}"
+
+    def steps(count: int) -> str:
+        return f"{count} step" + ("" if count == 1 else "s")
+
+    return (f"data wait {name}: steady steps {percent(wait['data_wait_steady'])} ({steps(wait['steady_steps'])}), "
+            f"epoch starts {percent(wait['data_wait_epoch_starts'])} ({steps(wait['epoch_start_steps'])}), "
+            f"all steps {percent(wait['data_wait_all_steps'])}; the first step waited {wait['first_step_wait_s']:g} s")
 
 
 def projected_epoch_minutes(rate: float) -> float:
@@ -313,49 +393,185 @@ def train_observed(recipe: str, profile, data: Path, folder: Path, run_name: str
 
 # --- FLOPs and speed --------------------------------------------------------------------------------
 
-def forward_flops_per_image(profile, num_classes: int = 150) -> float:
+def forward_flops_per_image(profile, num_classes: int = NUM_CLASSES) -> float:
     """FLOPs of one image's forward pass through the profile's model (``segkit.model.forward_flops``)."""
     from segkit.model import forward_flops
 
     return forward_flops(profile, num_classes, profile.image_size)
 
 
-def time_training_step(profile, precision: str, batch: int, steps: int, num_classes: int = 150) -> float:
-    """Seconds per plain training step (forward, loss, backward, SGD step) of the profile's model on
-    random data at ``batch``, channels-last, under autocast to ``precision`` ("bf16", "fp16", "fp32")."""
+def reference_microbatch(ctx: Context, profile) -> int:
+    """The microbatch of the reference step: the one hot's search settled on, else where the profile's
+    automatic microbatching starts on one device (``segkit.devices.check_microbatch``: 32 for the a100
+    profile at 512 px and 150 classes; on the CPU the stand-in's fixed one)."""
+    from segkit.devices import check_microbatch
+
+    if "microbatch" in ctx.measured:
+        return ctx.measured["microbatch"]
+    return check_microbatch(profile.microbatch_size, profile.global_batch_size, NUM_CLASSES, profile.image_size)
+
+
+@dataclass(frozen=True)
+class StepVariant:
+    """One way to run the plain training step: a side of an A/B. The defaults are the throughput part's."""
+
+    precision: str = "fp16"  # autocast dtype: "bf16", "fp16" (with a gradient scaler) or "fp32"
+    channels_last: bool = True  # model and images in NHWC memory format
+    cudnn_benchmark: bool = False  # torch.backends.cudnn.benchmark while stepping: cuDNN times its algorithms
+    loss: str = "segkit"  # "segkit": segkit.losses; "fp32-tail": the loss tail before it kept the precision
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark`` set to ``enabled`` inside, restored after."""
+    import torch
+
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def prepare_step(model, profile, variant: StepVariant, batch: int, compile_backend: str | None = None,
+                 num_classes: int = NUM_CLASSES) -> Callable[[], None]:
+    """One plain training step of ``model`` (forward, loss, backward, SGD step) on random data at ``batch``,
+    run as ``variant`` says; the model is put in the variant's memory format. With ``compile_backend`` the
+    forward and the loss go through ``torch.compile`` (compiled on the first call)."""
     import torch
 
     from segkit.losses import SegmentationLoss
-    from segkit.model import build_model
 
-    device = torch.device("cuda" if profile.device == "gpu" else "cpu")
-    model = build_model(profile, num_classes)
-    model = model.to(device, memory_format=torch.channels_last)
+    device = next(model.parameters()).device
+    memory_format = torch.channels_last if variant.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     images = torch.randn(batch, 3, profile.image_size, profile.image_size, device=device)
-    images = images.contiguous(memory_format=torch.channels_last)
+    images = images.contiguous(memory_format=memory_format)  # (N, 3, H, W)
     masks = torch.randint(-1, num_classes, (batch, profile.image_size, profile.image_size), device=device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    loss_fn = SegmentationLoss()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[variant.precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=variant.precision == "fp16")
+    loss_fn = SegmentationLoss() if variant.loss == "segkit" else fp32_tail_loss
+
+    def forward_loss(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return loss_fn(model(images), masks)["total"]
+
+    if compile_backend is not None:
+        forward_loss = torch.compile(forward_loss, backend=compile_backend)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32"):
-            loss = loss_fn(model(images), masks)["total"]
+        with cudnn_benchmark(variant.cudnn_benchmark), \
+                torch.autocast(device.type, dtype=dtype, enabled=variant.precision != "fp32"):
+            loss = forward_loss(images, masks)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
 
-    for _ in range(2):  # warm-up: kernels chosen, memory allocated
-        step()
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    synchronize()
+    return step
+
+
+def synchronize(device) -> None:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(step: Callable[[], Any], steps: int, device) -> float:
+    """Seconds per call of ``step`` over ``steps`` calls, the device's queue drained before and after."""
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
         step()
-    synchronize()
+    synchronize(device)
     return (time.perf_counter() - started) / steps
+
+
+def build_reference_model(profile, device: str):
+    from segkit.model import build_model
+
+    return build_model(profile, NUM_CLASSES).to(device)
+
+
+def time_training_step(profile, precision: str, batch: int, steps: int) -> float:
+    """Seconds per plain training step of the profile's model on random data at ``batch``, channels-last,
+    under autocast to ``precision`` ("bf16", "fp16", "fp32"), after two warm-up steps."""
+    device = "cuda" if profile.device == "gpu" else "cpu"
+    step = prepare_step(build_reference_model(profile, device), profile, StepVariant(precision=precision), batch)
+    for _ in range(2):  # warm-up: kernels chosen, memory allocated
+        step()
+    return time_steps(step, steps, device)
+
+
+def ab_seconds(model, profile, a: StepVariant, b: StepVariant, batch: int, steps: int) -> tuple[float, float]:
+    """Seconds per step of A and B, each on its own copy of ``model``: two warm-up steps each, then two
+    rounds of ``steps`` steps taking turns; each side's faster round (the less disturbed one)."""
+    import copy
+
+    device = next(model.parameters()).device
+    sides = [prepare_step(copy.deepcopy(model), profile, variant, batch) for variant in (a, b)]
+    for step in sides:
+        for _ in range(2):
+            step()
+    best = [math.inf, math.inf]
+    for _ in range(2):
+        for index, step in enumerate(sides):
+            best[index] = min(best[index], time_steps(step, steps, device))
+    return best[0], best[1]
+
+
+def mask_copy_seconds(batch: int, size: int, device: str, repeats: int) -> dict[str, Any]:
+    """Seconds to bring one batch of masks to ``device`` (from pinned memory on a GPU): as int64 (-1 =
+    ignored, as the loader yields them now), and as uint8 with ADE20k's raw labels (0 = ignored), widened
+    and shifted on the device to the same int64 masks. The faster of two rounds of ``repeats`` copies."""
+    import torch
+
+    raw = torch.randint(0, NUM_CLASSES + 1, (batch, size, size), dtype=torch.uint8)  # (N, H, W)
+    wide = raw.long() - 1
+    if torch.device(device).type == "cuda":
+        raw, wide = raw.pin_memory(), wide.pin_memory()
+
+    def as_int64():
+        return wide.to(device, non_blocking=True, copy=True)
+
+    def as_uint8():
+        return raw.to(device, non_blocking=True, copy=True).long() - 1
+
+    expect(torch.equal(as_int64().cpu(), as_uint8().cpu()), "uint8 masks widened on the device differ from int64")
+    seconds = [min(time_steps(copy, repeats, device) for _ in range(2)) for copy in (as_int64, as_uint8)]
+    return {"int64_s": seconds[0], "uint8_s": seconds[1], "int64_bytes": wide.nbytes, "uint8_bytes": raw.nbytes}
+
+
+def graph_breaks() -> int | None:
+    """Graph breaks torch.compile's tracer counted in this process (a private counter: None if it moved)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return None
+    return int(sum(counters["graph_break"].values()))
+
+
+def compiled_step_child(options: dict[str, Any]) -> None:
+    """The child of the torch.compile A/B: the plain step eager, then compiled, one ``compile-ab`` JSON line
+    after each (so that a child stopped at its budget still reports the eager side)."""
+    from segkit.profiles import Profile
+
+    profile, variant = Profile(**options["profile"]), StepVariant(**options["variant"])
+    batch, steps, device = options["batch"], options["steps"], options["device"]
+    model = build_reference_model(profile, device)
+    eager = prepare_step(model, profile, variant, batch)
+    for _ in range(2):
+        eager()
+    eager_s = min(time_steps(eager, steps, device) for _ in range(2))
+    print("compile-ab " + json.dumps({"eager_step_s": eager_s}), flush=True)
+    compiled = prepare_step(model, profile, variant, batch, compile_backend=options["backend"])
+    first_s = time_steps(compiled, 1, device)  # compiles the forward, then the backward
+    compiled()
+    compiled_s = min(time_steps(compiled, steps, device) for _ in range(2))
+    print("compile-ab " + json.dumps({"compile_s": first_s - compiled_s, "compiled_step_s": compiled_s,
+                                      "graph_breaks": graph_breaks()}), flush=True)
 
 
 def datasheet_peak(device_name: str) -> float | None:
@@ -398,6 +614,41 @@ def mfu_line(precision: str, result: dict[str, Any], batch: int) -> str:
     return line
 
 
+# --- the loss tail as it was: the A side of the loss-tail A/B ------------------------------------------
+# segkit.losses before the loss kept the logits' precision (git show 36136cf:segkit/losses.py), for plain
+# masks: the log-softmax of a full-size fp32 copy of the logits, and three reads back to the host per call
+# (a boolean index into the masks for bincount, any(), and a boolean index into the per-class Dice).
+
+def fp32_tail_loss(logits, target, ce_weight: float = 0.375, dice_weight: float = 1.125,
+                   ignore_index: int = -1) -> dict[str, Any]:
+    """The old ``SegmentationLoss.forward``: ``ce_weight * cross-entropy + dice_weight * Dice``."""
+    from torch.nn import functional as F
+
+    log_probs = F.log_softmax(logits.float(), dim=1)  # (N, C, H, W) in fp32: a full-size copy
+    mass = (target != ignore_index).sum()
+    cross_entropy = F.nll_loss(log_probs, target, ignore_index=ignore_index, reduction="sum") / mass.clamp_min(1e-12)
+    dice = fp32_tail_dice_loss(log_probs.exp(), target, ignore_index)
+    return {"total": ce_weight * cross_entropy + dice_weight * dice, "cross_entropy": cross_entropy, "dice": dice}
+
+
+def fp32_tail_dice_loss(probs, target, ignore_index: int = -1, smooth: float = 1e-5):
+    """The old batch-wise soft Dice over the classes present in the target."""
+    import torch
+
+    num_classes = probs.shape[1]
+    valid = target != ignore_index
+    labels = target.clamp_min(0)  # (N, H, W), ignored pixels point at class 0 and are masked below
+    picked = probs.gather(1, labels.unsqueeze(1)).squeeze(1) * valid  # (N, H, W): p at the true class
+    intersection = probs.new_zeros(num_classes).index_add(0, labels.flatten(), picked.flatten())
+    target_mass = probs.new_zeros(num_classes) + torch.bincount(labels[valid], minlength=num_classes)  # host sync
+    prediction_mass = torch.einsum("nchw,nhw->c", probs, valid.to(probs.dtype))
+    present = target_mass > 0
+    if not present.any():  # host sync
+        return probs.sum() * 0.0
+    dice = 1 - (2 * intersection + smooth) / (target_mass + prediction_mass + smooth)
+    return dice[present].mean()  # host sync
+
+
 # --- the parts --------------------------------------------------------------------------------------
 
 def check_hot(ctx: Context) -> dict[str, Any]:
@@ -425,11 +676,13 @@ def check_hot(ctx: Context) -> dict[str, Any]:
     steady = steady_steps(steps)
     expect(bool(steady), "no step ran after automatic microbatching settled")
     rate = images_per_second(steady, profile.global_batch_size)
+    ctx.measured["demand"] = {**ctx.measured.get("demand", {}), "hot": rate}
+    wait = data_wait(steps)
     return {"steps": len(steps), "stopped_early": log.stopped_early, "loss_first_third": round(first, 4),
             "loss_last_third": round(last, 4), **sam, **end, "images_per_second": round(rate, 2),
-            "step_s": round(profile.global_batch_size / rate, 3), "data_wait_fraction": data_wait_fraction(steps),
+            "step_s": round(profile.global_batch_size / rate, 3), **wait,
             "projected_reference_epoch_minutes_on_8_gpus": round(projected_epoch_minutes(rate), 2),
-            "losses": [round(loss, 4) for loss in losses]}
+            "losses": [round(loss, 4) for loss in losses], "lines": [data_wait_line("hot", wait)]}
 
 
 def sam_passes(steps: list[dict[str, Any]]) -> dict[str, int]:
@@ -498,19 +751,30 @@ def check_evaluate(ctx: Context) -> dict[str, Any]:
     return results
 
 
+def peak_flops(ctx: Context, precision: str) -> tuple[float, float | None, float, int]:
+    """What an MFU is taken against: the GPU's datasheet peak (``GPU_PEAK_TFLOPS``), else (the CPU, an
+    unknown GPU) a matrix product's rate measured here; with the peak (None if unknown) and that measured
+    rate and its size, measured once per precision."""
+    rates = ctx.measured.setdefault("matmul", {})
+    if precision not in rates:
+        rates[precision] = matmul_rate(ctx.sizes.device, precision)
+    matmul, size = rates[precision]
+    peak = datasheet_peak(ctx.measured.get("device_name", "")) if ctx.sizes.device == "gpu" else None
+    return peak or matmul, peak, matmul, size
+
+
 def check_throughput(ctx: Context) -> dict[str, Any]:
     """MFU of a plain training step of the a100 profile's model in each precision, against the GPU's
     datasheet peak (on the CPU, or a GPU not in ``GPU_PEAK_TFLOPS``: a matrix product's measured rate)."""
     profile = ctx.stand_in("a100")
     train_flops = 3 * forward_flops_per_image(profile)
-    peak = datasheet_peak(ctx.measured.get("device_name", "")) if ctx.sizes.device == "gpu" else None
-    batch = ctx.measured.get("microbatch", REFERENCE_DEVICE_BATCH)
+    batch = reference_microbatch(ctx, profile)
     results: dict[str, Any] = {"batch": batch, "train_gflop_per_image": round(train_flops / 1e9, 1), "lines": []}
     for precision in ctx.sizes.mfu_precisions:
         seconds = time_training_step(profile, precision, batch, ctx.sizes.timed_steps)
         achieved = batch * train_flops / seconds
-        matmul, size = matmul_rate(ctx.sizes.device, precision)
-        reference = peak or matmul
+        reference, peak, matmul, size = peak_flops(ctx, precision)
+        ctx.measured["demand"] = {**ctx.measured.get("demand", {}), f"plain {precision} step": batch / seconds}
         results[precision] = {
             "step_s": round(seconds, 4), "images_per_second": round(batch / seconds, 2),
             "tflop_per_s": significant(achieved / 1e12, 3), "mfu": round(achieved / reference, 4),
@@ -560,6 +824,8 @@ def check_gpu_profile(ctx: Context) -> dict[str, Any]:
     steady = steady_steps(log.steps)
     expect(bool(steady), "no step ran after automatic microbatching settled")
     rate = images_per_second(steady, profile.global_batch_size)
+    ctx.measured["demand"] = {**ctx.measured.get("demand", {}), "gpu profile": rate}
+    wait = data_wait(log.steps)
     measured_flops = rate * train_flops
     assumed_step_s = profile.global_batch_size * train_flops / GPU_THROUGHPUT_ASSUMPTION
     corrected = gpu_epoch_scale(measured_flops)
@@ -570,10 +836,229 @@ def check_gpu_profile(ctx: Context) -> dict[str, Any]:
             "profile_epoch_scale": significant(profile.epoch_scale),
             "epoch_scale_at_measured_speed": significant(corrected),
             "baseline_hours_at_measured_speed": significant(baseline_images / rate / 3600),
-            "images_per_second": round(rate, 2), "data_wait_fraction": data_wait_fraction(log.steps),
-            "microbatch": log.end["microbatch"], "timed_steps": len(steady),
+            "images_per_second": round(rate, 2), **wait, "microbatch": log.end["microbatch"],
+            "timed_steps": len(steady),
             "projected_reference_epoch_minutes_on_8_gpus": round(projected_epoch_minutes(rate), 2),
-            "warnings": [warning] if warning else []}
+            "warnings": [warning] if warning else [], "lines": [data_wait_line("gpu-profile", wait)]}
+
+
+def check_profiler(ctx: Context) -> dict[str, Any]:
+    """torch.profiler over a few reference steps (the plain step at the a100 profile's microbatch and
+    precision): the kernels with the most self CUDA time (on the CPU: operators by self CPU time), each
+    per step and as a share of the device's busy time, and that busy time against the step's wall time.
+    The whole table goes to gpu_check_profile.txt beside the JSON, with torch's own operator table."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as record
+
+    profile = ctx.stand_in("a100")
+    batch, precision, steps = reference_microbatch(ctx, profile), AUTOCAST[profile.precision], ctx.sizes.profiler_steps
+    step = prepare_step(build_reference_model(profile, ctx.torch_device), profile, StepVariant(precision=precision),
+                        batch)
+    for _ in range(2):
+        step()
+    gpu = ctx.sizes.device == "gpu"
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if gpu else [ProfilerActivity.CPU]
+    if not gpu:  # a CUDA build of torch on a machine without a GPU: the profiler's library logs an error line
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+    with record(activities=activities) as recorder:
+        wall_s = time_steps(step, steps, ctx.torch_device)
+    averages = recorder.key_averages()
+
+    def self_us(event) -> float:  # microseconds over all the recorded steps
+        return event.self_device_time_total if gpu else event.self_cpu_time_total
+
+    kind = DeviceType.CUDA if gpu else DeviceType.CPU
+    # kernels (on the CPU operators), less the ranges of record_function annotations, which span them
+    events = sorted((e for e in averages if e.device_type == kind and self_us(e) > 0
+                     and not getattr(e, "is_user_annotation", False)), key=self_us, reverse=True)
+    expect(bool(events), f"torch.profiler recorded no {'kernels' if gpu else 'operators'}")
+    busy_us = sum(self_us(e) for e in events)
+    top = [{"name": e.key, "ms_per_step": round(self_us(e) / steps / 1000, 3),
+            "share_of_busy": round(self_us(e) / busy_us, 4), "calls_per_step": round(e.count / steps, 1)}
+           for e in events[:ctx.sizes.top_kernels]]
+    what = "kernels by self CUDA time" if gpu else "operators by self CPU time"
+    head = (f"profiler, {steps} reference steps of batch {batch} ({precision}, channels-last): "
+            f"{'GPU' if gpu else 'operators'} busy {busy_us / 1e6 / steps / wall_s:.0%} of "
+            f"{1000 * wall_s:.1f} ms a step (profiled); top {what}:")
+    rows = [f"{i:>3}. {row['share_of_busy']:6.1%} {row['ms_per_step']:9.3f} ms/step {row['calls_per_step']:6g}x  "
+            f"{row['name']}" for i, row in enumerate(top, 1)]
+    if ctx.out is not None:
+        try:
+            table = averages.table(sort_by="self_cuda_time_total" if gpu else "self_cpu_time_total", row_limit=30)
+        except Exception as error:  # torch's own table is a convenience; the ranking above is the result
+            table = f"torch's table failed: {type(error).__name__}: {error}"
+        (ctx.out / "gpu_check_profile.txt").write_text("\n".join([head, *rows, "", "torch's operator table:",
+                                                                   table]) + "\n")
+    return {"batch": batch, "precision": precision, "steps": steps, "wall_ms_per_step": round(1000 * wall_s, 2),
+            "busy_ms_per_step": round(busy_us / 1000 / steps, 2),
+            "busy_share": round(busy_us / 1e6 / steps / wall_s, 4),
+            "kinds": len(events), "top": top, "table_file": "gpu_check_profile.txt" if ctx.out else None,
+            "lines": [head, *(row[:160] for row in rows[:5])]}
+
+
+#: The A/Bs run in-process: name, the field of ``StepVariant`` it flips, the A and B values, and their labels.
+STEP_CHANGES = (
+    ("loss tail", "loss", ("fp32-tail", "fp32 log-softmax copy, 3 host syncs"), ("segkit", "segkit.losses")),
+    ("cudnn.benchmark", "cudnn_benchmark", (False, "off"), (True, "on")),
+    ("channels-last", "channels_last", (False, "NCHW"), (True, "channels-last")),
+)
+
+
+def ab_side(label: str, seconds: float, batch: int, train_flops: float | None, peak: float) -> dict[str, Any]:
+    rate = batch / seconds
+    return {"label": label, "step_s": significant(seconds), "images_per_second": significant(rate, 4),
+            "mfu": None if train_flops is None else round(rate * train_flops / peak, 4)}
+
+
+def ab_line(change: str, a: dict[str, Any], b: dict[str, Any], batch: int, extra: str = "") -> str:
+    """One A/B as the check prints it: each side's images/s and MFU, B over A, and the microbatch."""
+
+    def side(name: str, values: dict[str, Any]) -> str:
+        mfu = "" if values["mfu"] is None else f", MFU {values['mfu']:.1%}"
+        return f"{name} ({values['label']}) {values['images_per_second']:g} images/s{mfu}"
+
+    ratio = b["images_per_second"] / a["images_per_second"]
+    return f"A/B {change}: {side('A', a)}; {side('B', b)}; B/A {ratio:.3f}x; microbatch {batch}{extra}"
+
+
+def check_ab(ctx: Context) -> dict[str, Any]:
+    """Each speed change of the plain step as an A/B at the same microbatch (the reference step's), every
+    other setting as a GPU run has them all: cudnn.benchmark on, channels-last, segkit.losses, eager.
+
+    loss tail: the old fp32 tail (``fp32_tail_loss``) against segkit.losses; cudnn.benchmark off and on;
+    channels-last against NCHW; a batch of masks to the device as int64 against uint8 widened there (the
+    copy alone: images/s of copying, no MFU); torch.compile of the forward and the loss against eager, in
+    a child process stopped after ``compile_budget_s``, its compile time printed apart (a compile that
+    fails or overruns is a printed reason, not a failure: the eager side is still reported)."""
+    profile = ctx.stand_in("a100")
+    batch, precision = reference_microbatch(ctx, profile), AUTOCAST[profile.precision]
+    train_flops = 3 * forward_flops_per_image(profile)
+    peak = peak_flops(ctx, precision)[0]
+    target = StepVariant(precision=precision, channels_last=True, cudnn_benchmark=True, loss="segkit")
+    model = build_reference_model(profile, ctx.torch_device)
+    results: dict[str, Any] = {"microbatch": batch, "precision": precision, "changes": {}, "lines": []}
+    for change, field, (a_value, a_label), (b_value, b_label) in STEP_CHANGES:
+        a_s, b_s = ab_seconds(model, profile, dataclasses.replace(target, **{field: a_value}),
+                              dataclasses.replace(target, **{field: b_value}), batch, ctx.sizes.ab_steps)
+        results["changes"][change] = {"a": ab_side(a_label, a_s, batch, train_flops, peak),
+                                      "b": ab_side(b_label, b_s, batch, train_flops, peak)}
+        _release_memory()
+    del model
+    _release_memory()
+    device_batch = profile.global_batch_size  # one device's loader batch: the whole global batch
+    copies = mask_copy_seconds(device_batch, profile.image_size, ctx.torch_device, repeats=5)
+    results["changes"]["uint8 masks"] = {
+        "a": ab_side(f"int64, {copies['int64_bytes'] / 1e6:.3g} MB", copies["int64_s"], device_batch, None, peak),
+        "b": ab_side(f"uint8 widened there, {copies['uint8_bytes'] / 1e6:.3g} MB", copies["uint8_s"], device_batch,
+                     None, peak)}
+    results["changes"]["torch.compile"] = compile_ab(ctx, profile, target, batch, train_flops, peak)
+    for change, sides in results["changes"].items():
+        if "a" not in sides:
+            results["lines"].append(f"A/B {change}: A {sides['eager']}; B skipped: {sides['skipped']}; "
+                                    f"microbatch {batch}")
+            continue
+        sides["b_over_a"] = round(sides["b"]["images_per_second"] / sides["a"]["images_per_second"], 4)
+        extra = (f"; compile {sides['compile_s']:.1f} s, graph breaks {sides['graph_breaks']}"
+                 if change == "torch.compile" else "")
+        results["lines"].append(ab_line(change + (" (the copy alone)" if change == "uint8 masks" else ""),
+                                        sides["a"], sides["b"], device_batch if change == "uint8 masks" else batch,
+                                        extra))
+        results[f"{change.replace(' ', '_').replace('.', '_').replace('-', '_')}_b_over_a"] = sides["b_over_a"]
+    return results
+
+
+def compile_ab(ctx: Context, profile, variant: StepVariant, batch: int, train_flops: float,
+               peak: float) -> dict[str, Any]:
+    """The torch.compile A/B in a child process (``compiled_step_child``), stopped after the budget."""
+    options = {"profile": dataclasses.asdict(profile), "variant": dataclasses.asdict(variant), "batch": batch,
+               "steps": ctx.sizes.ab_steps, "device": ctx.torch_device, "backend": ctx.sizes.compile_backend}
+    log = ctx.work / "compile-ab.log"
+    budget = max(10.0, min(ctx.sizes.compile_budget_s, ctx.seconds_left() - 10))
+    try:
+        status = run_bounded([sys.executable, __file__, "--compiled-step", json.dumps(options)], budget, log)
+    except subprocess.TimeoutExpired:
+        status = None
+    reported: dict[str, Any] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("compile-ab "):
+            reported.update(json.loads(line.removeprefix("compile-ab ")))
+    backend = ctx.sizes.compile_backend
+    if "compiled_step_s" in reported:
+        return {"a": ab_side("eager", reported["eager_step_s"], batch, train_flops, peak),
+                "b": ab_side(f"torch.compile, {backend}", reported["compiled_step_s"], batch, train_flops, peak),
+                "compile_s": round(reported["compile_s"], 1), "graph_breaks": reported["graph_breaks"],
+                "backend": backend}
+    if ctx.out is not None:  # what the child printed, for whoever reads the failure
+        shutil.copy(log, ctx.out / "gpu_check_compile.log")
+    eager = ("not measured" if "eager_step_s" not in reported else
+             f"(eager) {batch / reported['eager_step_s']:.4g} images/s")
+    skipped = (f"the compiled step was not ready within the {budget:.0f} s budget ({backend})" if status is None
+               else f"the child ended with status {status}: {last_lines(log, 1)[-300:]}")
+    return {"eager": eager, "skipped": skipped, "backend": backend}
+
+
+def check_loader(ctx: Context) -> dict[str, Any]:
+    """The a100 profile's training DataLoader alone (``segkit.data.build_loaders``, one device's batch: the
+    whole global batch) over the generated scenes, repeated so that every worker has batches to load, at
+    each of ``loader_workers``: steady images/s (from the batch that every worker's first fills to the
+    last), against the images/s the steps measured before it ask for; a batch's bytes, and the /dev/shm
+    the prefetched batches need (workers x 2 batches) against its size."""
+    from torch.utils.data import ConcatDataset
+
+    from segkit.data import build_loaders, open_dataset
+    from segkit.devices import pins_memory
+    from segkit.transforms import eval_transform, train_transform
+
+    profile = ctx.stand_in("a100")
+    batch = profile.global_batch_size
+    train_set = open_dataset(ctx.scenes, "training", train_transform(profile.image_size))
+    val_set = open_dataset(ctx.scenes, "validation", eval_transform(profile.image_size))
+    demand = ctx.measured.get("demand", {})
+    shm = shutil.disk_usage("/dev/shm") if Path("/dev/shm").is_dir() else None
+    results: dict[str, Any] = {"batch": batch, "workers": {}, "lines": [], "warnings": [],
+                               "dev_shm_gb": None if shm is None else round(shm.total / 1e9, 2),
+                               "demand_images_per_second": {name: round(rate, 2) for name, rate in demand.items()}}
+    for workers in ctx.sizes.loader_workers:
+        wanted = 3 * workers  # the first `workers` batches arrive together; the next 2 x workers are timed
+        repeats = math.ceil(wanted * batch / len(train_set))
+        loader, _ = build_loaders(ConcatDataset([train_set] * repeats), val_set, batch, seed=17, num_workers=workers,
+                                  pin_memory=pins_memory(profile.device))
+        started = time.monotonic()
+        arrivals, iterator, sample = [], iter(loader), None
+        try:
+            while len(arrivals) < wanted:
+                sample = next(iterator, None)
+                if sample is None:
+                    break
+                arrivals.append(time.monotonic())
+        finally:
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            del iterator, loader
+        expect(len(arrivals) == wanted, f"{workers} workers gave {len(arrivals)} batches, not {wanted}")
+        rate = (wanted - workers) * batch / (arrivals[-1] - arrivals[workers - 1])
+        images, masks = sample
+        batch_bytes = images.nbytes + masks.nbytes
+        prefetched = 2 * workers * batch_bytes  # DataLoader's prefetch_factor 2, in shared memory
+        results["workers"][workers] = {"images_per_second": significant(rate, 4), "batches": wanted,
+                                       "first_batch_s": round(arrivals[0] - started, 2),
+                                       "prefetched_gb": significant(prefetched / 1e9, 3)}
+        against = ", ".join(f"{rate / asked:.1f}x the {name}'s {asked:.4g}" for name, asked in demand.items())
+        results["lines"].append(f"loader, {workers} worker{'s' if workers > 1 else ''}: {rate:.4g} images/s steady "
+                                f"(batch {batch}, {wanted} batches, the first after {arrivals[0] - started:.1f} s)"
+                                + (f"; {against}" if against else ""))
+        if shm is not None and prefetched > shm.total:
+            results["warnings"].append(f"{workers} workers prefetch {prefetched / 1e9:.2f} GB of batches into "
+                                       f"/dev/shm, which holds {shm.total / 1e9:.2f} GB")
+    results.update(images_dtype=str(images.dtype).removeprefix("torch."),
+                   images_mb=significant(images.nbytes / 1e6, 3), masks_dtype=str(masks.dtype).removeprefix("torch."),
+                   masks_mb=significant(masks.nbytes / 1e6, 3))
+    results["lines"].append(f"loader batch: images {results['images_dtype']} {results['images_mb']:g} MB + masks "
+                            f"{results['masks_dtype']} {results['masks_mb']:g} MB; /dev/shm "
+                            + ("absent" if shm is None else f"{shm.total / 1e9:.2f} GB"))
+    return results
 
 
 def check_kill_and_resume(ctx: Context) -> dict[str, Any]:
@@ -711,9 +1196,9 @@ def check_launcher(ctx: Context) -> dict[str, Any]:
 def run_bounded(command: list[str], timeout_s: float, log: Path) -> int:
     """Run ``command`` in a process group of its own, its output into ``log``; the whole group (a
     launcher's children too) is killed when it overruns ``timeout_s`` or the check is interrupted."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=child_env(),
+                                   start_new_session=True)
         try:
             return process.wait(timeout=timeout_s)
         except BaseException:
@@ -781,6 +1266,296 @@ def check_notebook(ctx: Context) -> dict[str, Any]:
             "code_cells": len(code), "figure_traces": len(traces)}
 
 
+# --- the knee of the laptop problem on this device ---------------------------------------------------
+
+def knee_profile(sizes: Sizes):
+    """The laptop problem: the ``knee_profile`` (cpu on the GPU mode), moved to CUDA in fp32 on the GPU."""
+    from segkit.profiles import get_profile
+
+    base = get_profile(sizes.knee_profile)
+    if sizes.device == "gpu":
+        return dataclasses.replace(base, name=f"{base.name}-on-gpu", device="gpu", precision="fp32")
+    return base
+
+
+def knee_runs(profile, sizes: Sizes) -> list[dict[str, Any]]:
+    """Every run of the knee, longest first: per multiplier of the profile's baseline length (its epochs
+    as ``segkit.recipes.scale`` gives them), the baseline full and compressed into ``KNEE_SHARE`` of the
+    epochs (the cosine schedule compressed with it), each on every seed."""
+    from segkit import recipes
+
+    epochs = recipes.scale(recipes.baseline(), profile).epochs
+    runs = []
+    for multiplier in sizes.knee_multipliers:
+        full = multiplier * epochs
+        for length, count in (("full", full), ("short", max(1, round(KNEE_SHARE * full)))):
+            runs += [{"name": f"x{multiplier}-{length}-seed{seed}", "multiplier": multiplier, "length": length,
+                      "epochs": count, "seed": seed} for seed in sizes.knee_seeds]
+    return sorted(runs, key=lambda run: -run["epochs"])
+
+
+def knee_child(options: dict[str, Any]) -> None:
+    """A child of the knee part: train its runs one after the other, each writing its record (final mIoU,
+    history, and when it was called, started fitting and finished each evaluation) as it ends."""
+    from composer import Callback
+
+    from segkit.engine import train
+    from segkit.profiles import Profile
+    from segkit.spec import run_spec
+
+    class Clock(Callback):
+        def __init__(self):
+            self.started_at: float | None = None
+            self.evaluated_at: list[float] = []
+
+        def fit_start(self, state, logger):
+            self.started_at = time.monotonic()
+
+        def eval_after_all(self, state, logger):  # after segkit's checkpoint: an epoch's whole cost
+            self.evaluated_at.append(time.monotonic())
+
+    profile = Profile(**options["profile"])
+    for run in options["runs"]:
+        clock, called = Clock(), time.monotonic()
+        result = train(run_spec("baseline", profile, "scenes", seed=run["seed"], duration=f"{run['epochs']}ep"),
+                       run_name=run["name"], save_folder=options["folder"], callbacks=[clock], print_progress=False,
+                       progress_bar=False)
+        record = {**run, "miou": result.miou, "wall_time": result.wall_time, "history": result.run.history,
+                  "called": called, "started": clock.started_at, "evaluated": clock.evaluated_at}
+        Path(options["results"], f"{run['name']}.json").write_text(json.dumps(record))
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """A child's environment: this one, with the repository importable."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def run_knee_children(profile, assignments: list[list[dict[str, Any]]], folder: Path, deadline: float
+                      ) -> tuple[list[int | None], list[float]]:
+    """Start one child per list of runs (``knee_child``), all at once, each computing with its share of the
+    cores; wait until they end or ``deadline`` (time.monotonic()), when the rest are killed with their
+    process groups. Their exit statuses (None: killed at the deadline) and when each was started."""
+    threads = max(1, (os.cpu_count() or 1) // len(assignments))
+    env = child_env(OMP_NUM_THREADS=str(threads))
+    (folder / "results").mkdir(parents=True, exist_ok=True)
+    children: list[subprocess.Popen] = []
+    spawned: list[float] = []
+    killed: set[int] = set()
+    try:
+        for runs in assignments:
+            options = {"profile": dataclasses.asdict(profile), "runs": runs, "folder": str(folder / "runs"),
+                       "results": str(folder / "results")}
+            with (folder / f"child-{runs[0]['name']}.log").open("w") as log:
+                spawned.append(time.monotonic())
+                children.append(subprocess.Popen([sys.executable, __file__, "--knee-runs", json.dumps(options)],
+                                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+        while any(child.poll() is None for child in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:  # the deadline, or the check's alarm: no child outlives the part
+        for index, child in enumerate(children):
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):  # it may end between the poll and the kill
+                    os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                killed.add(index)
+    return [None if index in killed else child.returncode for index, child in enumerate(children)], spawned
+
+
+def knee_records(folder: Path) -> dict[str, dict[str, Any]]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted((folder / "results").glob("*.json"))}
+
+
+def knee_failures(assignments: list[list[dict[str, Any]]], statuses: list[int | None], folder: Path) -> list[str]:
+    """One line per child that ended with an error (not one killed at the deadline)."""
+    failures = []
+    for runs, status in zip(assignments, statuses, strict=True):
+        if status not in (0, None):
+            log = folder / f"child-{runs[0]['name']}.log"
+            failures.append(f"the child training {runs[0]['name']} ended with status {status}: {last_lines(log)}")
+    return failures
+
+
+def knee_calibration(profile, sizes: Sizes, processes: int, folder: Path, deadline: float) -> dict[str, Any]:
+    """Speed at ``processes`` parallel children, each training the baseline for ``knee_calibration_epochs``:
+    the slowest child's start-up (spawn to training), its first epoch's extra cost (building the trainer,
+    decoding the scenes), and its later epochs' seconds, each with its evaluation and checkpoint."""
+    runs = [[{"name": f"calibrate-p{processes}-{index}", "multiplier": 0, "length": "calibration",
+              "epochs": sizes.knee_calibration_epochs, "seed": 17}] for index in range(processes)]
+    started = time.monotonic()
+    statuses, spawned = run_knee_children(profile, runs, folder, deadline)
+    failures = knee_failures(runs, statuses, folder)
+    expect(not failures, "; ".join(failures))
+    expect(all(status == 0 for status in statuses), f"the calibration at {processes} processes did not end in time")
+    records = knee_records(folder)
+    timings = []
+    for [run], spawn in zip(runs, spawned, strict=True):
+        record = records[run["name"]]
+        evaluated = record["evaluated"]
+        epoch_s = (evaluated[-1] - evaluated[0]) / (len(evaluated) - 1)
+        timings.append({"start_s": record["called"] - spawn, "epoch_s": epoch_s,
+                        "first_epoch_extra_s": max(0.0, evaluated[0] - record["called"] - epoch_s)})
+    slowest = {key: max(t[key] for t in timings) for key in timings[0]}
+    steps_each = profile.scenes_train_images // profile.global_batch_size / slowest["epoch_s"]
+    return {"processes": processes, **{key: round(value, 3) for key, value in slowest.items()},
+            "steps_per_s_each": significant(steps_each, 3), "steps_per_s_all": significant(processes * steps_each, 4),
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def knee_plan(runs: list[dict[str, Any]], calibrations: list[dict[str, Any]], seconds: float) -> dict[str, Any] | None:
+    """The processes and the multipliers to run in ``seconds``: for each calibrated count, the runs
+    dealt longest first to the least loaded child, their time estimated from the calibration (start-up,
+    then per run the first epoch's extra and its epochs), with ``KNEE_SAFETY`` to spare; the largest
+    multipliers are left out until it fits. The plan that keeps the most multipliers wins, then the
+    quickest. None when not even the smallest fits."""
+    multipliers = sorted({run["multiplier"] for run in runs})
+    best = None
+    for calibration in calibrations:
+        for keep in range(len(multipliers), 0, -1):
+            chosen = [run for run in runs if run["multiplier"] in multipliers[:keep]]
+            loads = [calibration["start_s"]] * min(calibration["processes"], len(chosen))
+            assignments: list[list[dict[str, Any]]] = [[] for _ in loads]
+            for run in chosen:  # runs are longest first
+                child = loads.index(min(loads))
+                assignments[child].append(run)
+                loads[child] += calibration["first_epoch_extra_s"] + run["epochs"] * calibration["epoch_s"]
+            if max(loads) * KNEE_SAFETY <= seconds:
+                plan = {"processes": len(assignments), "multipliers": multipliers[:keep],
+                        "estimated_s": round(max(loads), 1), "assignments": assignments}
+                if best is None or (keep, -max(loads)) > (len(best["multipliers"]), -best["estimated_s"]):
+                    best = plan
+                break
+    return best
+
+
+def knee_summary(profile, runs: list[dict[str, Any]], records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per multiplier: each seed's final mIoU full and compressed, and the compressed over the full (the
+    means over the seeds that have both; each seed's own ratio beside it)."""
+    steps_per_epoch = profile.scenes_train_images // profile.global_batch_size
+    summary = {}
+    for multiplier in sorted({run["multiplier"] for run in runs}):
+        mine = [run for run in runs if run["multiplier"] == multiplier]
+        epochs = {run["length"]: run["epochs"] for run in mine}
+        miou = {length: {run["seed"]: records[run["name"]]["miou"] for run in mine
+                         if run["length"] == length and run["name"] in records} for length in ("full", "short")}
+        both = sorted(set(miou["full"]) & set(miou["short"]))
+        ratio = (sum(miou["short"][seed] for seed in both) / sum(miou["full"][seed] for seed in both)
+                 if both and sum(miou["full"][seed] for seed in both) > 0 else None)
+        walls = [records[run["name"]]["wall_time"] for run in mine
+                 if run["length"] == "full" and run["name"] in records]
+        summary[f"x{multiplier}"] = {
+            "epochs_full": epochs["full"], "epochs_short": epochs["short"],
+            "steps_full": epochs["full"] * steps_per_epoch, "steps_short": epochs["short"] * steps_per_epoch,
+            "full_miou": miou["full"], "short_miou": miou["short"],
+            "seeds_with_both": both, "ratio": None if ratio is None else round(ratio, 4),
+            "ratios": {seed: round(miou["short"][seed] / miou["full"][seed], 4) for seed in both if miou["full"][seed]},
+            "past_knee": ratio is not None and ratio >= KNEE_RATIO,
+            "full_run_wall_s": round(sum(walls) / len(walls), 1) if walls else None}
+    return summary
+
+
+def knee_candidate(profile, summary: dict[str, Any], calibrations: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The shortest setting past the knee as a candidate ``gpu-scenes`` profile, with its measured time."""
+    from segkit import recipes
+
+    past = [(key, entry) for key, entry in summary.items() if entry["past_knee"]]
+    if not past:
+        return None
+    key, entry = min(past, key=lambda item: item[1]["epochs_full"])
+    alone = next((c for c in calibrations if c["processes"] == 1), None)
+    return {"name": "gpu-scenes", "from": profile.name, "device": profile.device, "precision": profile.precision,
+            "baseline_epochs": entry["epochs_full"], "steps": entry["steps_full"],
+            "epoch_scale": round(entry["epochs_full"] / recipes.baseline().epochs, 4), "setting": key,
+            "ratio": entry["ratio"], "full_miou": entry["full_miou"], "run_wall_s": entry["full_run_wall_s"],
+            "alone_s_estimate": None if alone is None else round(
+                alone["start_s"] + alone["first_epoch_extra_s"] + entry["epochs_full"] * alone["epoch_s"], 1)}
+
+
+def check_knee(ctx: Context) -> dict[str, Any]:
+    """The laptop problem's budget curve where this device affords it (docs/laptop-regime.md's knee: the
+    baseline compressed into 20% of its epochs reaches 95% of the full baseline's mIoU).
+
+    The laptop problem is the ``knee_profile`` (the cpu profile: ResNet-10 at 64 px from the
+    scenes-pretrained backbone, batch 8, 200 built-in scenes; on the GPU on CUDA in fp32) with the
+    baseline recipe. Its pretrained backbone and scenes are made first, in this process (children would
+    race for the cache). Then the speed of 1, 6 and 12 parallel children is calibrated, the plan keeps
+    what fits the part's time left (``knee_plan``), and the runs train, longest first, in parallel
+    children; a run still training at the part's deadline is killed and reported as unfinished. Every
+    run's history goes to gpu_check_knee.json beside the JSON."""
+    from segkit.pretraining import pretrained_backbone
+    from segkit.scenes import builtin_scenes
+
+    started = time.monotonic()
+    deadline = min(started + ctx.sizes.knee_budget_s, ctx.deadline - 10)
+    profile = knee_profile(ctx.sizes)
+    folder = ctx.work / "knee"
+    builtin_scenes(train_images=profile.scenes_train_images, val_images=profile.scenes_val_images)
+    if profile.weights == "scenes":
+        pretrained_backbone(profile.backbone, log=lambda line: None)
+    prepared_s = time.monotonic() - started
+    calibrations = [knee_calibration(profile, ctx.sizes, processes, folder, deadline)
+                    for processes in ctx.sizes.knee_processes]
+    runs = knee_runs(profile, ctx.sizes)
+    left = deadline - time.monotonic()
+    plan = knee_plan(runs, calibrations, left)
+    results: dict[str, Any] = {
+        "profile": profile.name, "prepare_s": round(prepared_s, 1), "calibration": calibrations,
+        "lines": ["knee calibration, steps/s (each evaluation and checkpoint in), each child / all: " + "; ".join(
+            f"{c['processes']} {'process' if c['processes'] == 1 else 'processes'} {c['steps_per_s_each']:g} / "
+            f"{c['steps_per_s_all']:g} (start-up {c['start_s']:.1f} s)" for c in calibrations)],
+        "warnings": []}
+    if plan is None:
+        smallest = min(run["multiplier"] for run in runs)
+        results.update(plan=None, runs_planned=0, runs_finished=0)
+        results["lines"].append(f"knee plan: nothing fits the {left:.0f} s left, not even x{smallest}")
+        results["warnings"].append(f"no run of the knee fits the {left:.0f} s left after calibrating")
+        return results
+    kept = [run for run in runs if run["multiplier"] in plan["multipliers"]]
+    left_out = sorted({run["multiplier"] for run in runs} - set(plan["multipliers"]))
+    results["lines"].append(
+        f"knee plan: {plan['processes']} processes, " + ", ".join(f"x{m}" for m in plan["multipliers"])
+        + f" ({len(kept)} runs), about {plan['estimated_s']:.0f} s of the {left:.0f} s left"
+        + (f"; left out: {', '.join(f'x{m}' for m in left_out)}" if left_out else ""))
+    runs_started = time.monotonic()
+    statuses, _ = run_knee_children(profile, plan["assignments"], folder, deadline)
+    runs_s = time.monotonic() - runs_started
+    failures = knee_failures(plan["assignments"], statuses, folder)
+    records = knee_records(folder)
+    unfinished = [run["name"] for run in kept if run["name"] not in records]
+    if unfinished:
+        results["warnings"].append(f"{len(unfinished)} runs were still training at the part's deadline: "
+                                   f"{', '.join(unfinished)}")
+    summary = knee_summary(profile, kept, records)
+    candidate = knee_candidate(profile, summary, calibrations)
+    if ctx.out is not None:
+        (ctx.out / "gpu_check_knee.json").write_text(json.dumps(
+            {"profile": dataclasses.asdict(profile), "calibration": calibrations, "plan": plan, "summary": summary,
+             "candidate": candidate, "runs": records}, indent=1))
+    for key, entry in summary.items():
+        ratio = "-" if entry["ratio"] is None else f"{entry['ratio']:.3f}"
+        full = [f"{v:.2f}" for v in entry["full_miou"].values()]
+        short = [f"{v:.2f}" for v in entry["short_miou"].values()]
+        results["lines"].append(f"knee {key}: {entry['steps_full']} steps full, {entry['steps_short']} at 20%; mIoU "
+                                f"full {', '.join(full) or '-'}, 20% {', '.join(short) or '-'}: 20%/full {ratio}"
+                                f" (knee at {KNEE_RATIO})")
+    ratios = [entry["ratio"] for entry in summary.values() if entry["ratio"] is not None]
+    if candidate is not None:
+        results["lines"].append(
+            f"CANDIDATE gpu-scenes: the {profile.name} profile with the baseline at {candidate['baseline_epochs']} "
+            f"epochs ({candidate['steps']} steps, epoch_scale {candidate['epoch_scale']:g}): 20%/full "
+            f"{candidate['ratio']:.3f}; a full run took {candidate['run_wall_s']} s beside "
+            f"{plan['processes'] - 1} others, about {candidate['alone_s_estimate']} s alone")
+    else:
+        results["lines"].append("knee: no setting reached 20%/full >= " + f"{KNEE_RATIO}" + (
+            f" (the best {max(ratios):.3f})" if ratios else " (no setting finished both lengths)"))
+    results.update(plan={key: value for key, value in plan.items() if key != "assignments"},
+                   runs_planned=len(kept), runs_finished=len(kept) - len(unfinished), runs_s=round(runs_s, 1),
+                   best_ratio=max(ratios) if ratios else None, past_knee=candidate is not None, summary=summary,
+                   candidate=candidate, histories_file="gpu_check_knee.json" if ctx.out else None,
+                   failures=failures)
+    return results
+
+
 def run_history(folder: Path) -> list[dict[str, Any]]:
     from segkit.runs import Run
 
@@ -816,15 +1591,20 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-#: The parts, in the order they run (evaluate reads hot's run; throughput and gpu-profile use hot's microbatch).
+#: The parts, in the order they run (evaluate reads hot's run; throughput, profiler, ab and gpu-profile use
+#: hot's microbatch when it ran; the loader compares itself with the speeds measured before it).
 PARTS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "hot": check_hot,
     "evaluate": check_evaluate,
     "throughput": check_throughput,
+    "profiler": check_profiler,
+    "ab": check_ab,
     "gpu-profile": check_gpu_profile,
+    "loader": check_loader,
     "launcher": check_launcher,
     "notebook": check_notebook,
     "kill-resume": check_kill_and_resume,
+    "knee": check_knee,
 }
 
 
@@ -926,14 +1706,17 @@ def check(sizes: Sizes, budget_s: float, parts: list[str] | None = None, json_pa
         with tempfile.TemporaryDirectory(prefix="segkit-gpu-check-") as work:
             train_images, val_images, min_size, max_size = sizes.scenes
             # generated before CUDA starts (device_name starts it): the generating processes are forked
-            scenes = make_scenes(Path(work) / "scenes", train_images, val_images, min_size, max_size)
+            needs_scenes = any(name in SCENE_PARTS for name in parts)
+            scenes = (make_scenes(Path(work) / "scenes", train_images, val_images, min_size, max_size)
+                      if needs_scenes else None)
             report["device"] = device_name(sizes)
             print(f"gpu_check: device {report['device']} ({sizes.device} mode); "
                   + ", ".join(f"{k} {v}" for k, v in report["environment"].items())
                   + f"; parts {','.join(parts)}; budget {budget_s:g} s", flush=True)
             save_report(report, json_path)
             print(f"generated {train_images} + {val_images} scenes of {min_size}-{max_size} px in "
-                  f"{time.monotonic() - started:.0f} s", flush=True)
+                  f"{time.monotonic() - started:.0f} s" if needs_scenes else "no scenes generated: no part asked for "
+                  "reads them", flush=True)
             ctx = Context(sizes, scenes, Path(work), deadline=started + budget_s,
                           out=json_path.parent if json_path else None, measured={"device_name": report["device"]})
             for name in parts:
@@ -989,20 +1772,36 @@ def parse_parts(text: str) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="the reduced mode: toy sizes, fp32, on the CPU")
-    parser.add_argument("--parts", type=parse_parts, default=list(PARTS),
+    parser.add_argument("--parts", type=parse_parts, default=None,
                         help=f"comma-separated parts to run, in this order whatever the order given: "
                              f"{','.join(PARTS)} (default all)")
+    parser.add_argument("--call", choices=list(CALLS), default=None,
+                        help="the parts of one of the two device calls: " + "; ".join(
+                            f"{call}: {','.join(names)}" for call, names in CALLS.items()))
     parser.add_argument("--budget", type=float, default=None,
                         help=f"seconds for the whole check (default {GPU_SIZES.budget_s:g}, "
                              f"with --cpu {CPU_SIZES.budget_s:g})")
+    parser.add_argument("--knee-budget", type=float, default=None,
+                        help=f"seconds for the knee part (default {GPU_SIZES.knee_budget_s:g}, with --cpu "
+                             f"{CPU_SIZES.knee_budget_s:g}); more lets longer settings in, in a call of its own")
     parser.add_argument("--json", type=Path, default=None, help="write the results to this file after every part")
     parser.add_argument("--killed-run", default=None, help=argparse.SUPPRESS)  # the kill/resume part's child
+    parser.add_argument("--compiled-step", default=None, help=argparse.SUPPRESS)  # the torch.compile A/B's child
+    parser.add_argument("--knee-runs", default=None, help=argparse.SUPPRESS)  # the knee part's children
     args = parser.parse_args()
-    if args.killed_run:
-        killed_run(json.loads(args.killed_run))
-        return 0
+    children = {"killed_run": killed_run, "compiled_step": compiled_step_child, "knee_runs": knee_child}
+    for option, child in children.items():
+        if getattr(args, option):
+            child(json.loads(getattr(args, option)))
+            return 0
+    if args.parts is not None and args.call is not None:
+        parser.error("give --parts or --call, not both")
     sizes = CPU_SIZES if args.cpu else GPU_SIZES
-    report = check(sizes, args.budget or sizes.budget_s, args.parts, args.json)
+    if args.knee_budget is not None:
+        sizes = dataclasses.replace(sizes, knee_budget_s=args.knee_budget,
+                                    part_seconds={**sizes.part_seconds, "knee": args.knee_budget})
+    parts = list(CALLS[args.call]) if args.call else args.parts
+    report = check(sizes, args.budget or sizes.budget_s, parts, args.json)
     print("\n".join(recap(report)))
     if args.json:
         print(f"results: {args.json}")

@@ -1,6 +1,7 @@
 """bench/gpu_check.sh in its CPU mode (every part of bench/gpu_check.py at toy sizes), what the check
 does on the GPU that the CPU mode cannot show (device names, the resume tolerance's floor, a FLOP-count
-warning, the JSON after every part), and the wheel bundle of bench/gpu_bundle.py (nothing downloaded)."""
+warning, the JSON after every part, the knee's plan, the two device calls' time), and the wheel bundle of
+bench/gpu_bundle.py (nothing downloaded)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from segkit.profiles import REFERENCE_TRAIN_FLOPS_PER_IMAGE, get_profile
 from tests.conftest import REPO, subprocess_env
@@ -34,7 +37,8 @@ def load_bench(name: str):
 
 gpu_check = load_bench("gpu_check")
 gpu_bundle = load_bench("gpu_bundle")
-ALL_PARTS = ["hot", "evaluate", "throughput", "gpu-profile", "launcher", "notebook", "kill-resume"]
+ALL_PARTS = ["hot", "evaluate", "throughput", "profiler", "ab", "gpu-profile", "loader", "launcher", "notebook",
+             "kill-resume", "knee"]
 
 
 def run_script(*args: str, out: Path, **env: str) -> subprocess.CompletedProcess:
@@ -48,7 +52,7 @@ def cpu_run(tmp_path_factory) -> tuple[str, dict, Path]:
     out = tmp_path_factory.mktemp("gpu-check-out")
     done = run_script("--cpu", out=out)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    assert "7 passed, 0 failed, 0 skipped" in done.stdout
+    assert "11 passed, 0 failed, 0 skipped" in done.stdout
     return done.stdout, json.loads((out / "gpu_check.json").read_text()), out
 
 
@@ -77,6 +81,12 @@ def test_mfu_lines_are_printed_after_the_part_and_in_the_recap(cpu_run):
     assert f": {fp32['tflop_per_s']:g} TFLOP/s, {fp32['images_per_second']:g} images/s" in lines[0]
 
 
+def printed(stdout: str, prefix: str) -> list[str]:
+    """The lines that start with ``prefix``, once each (a part's lines come again in the recap)."""
+    lines = [line for line in stdout.splitlines() if line.startswith(prefix)]
+    return lines[:len(lines) // 2]
+
+
 def test_cpu_mode_sees_every_algorithm_of_hot(cpu_run):
     hot = cpu_run[1]["parts"]["hot"]
     assert hot["steps"] == 8 and hot["loss_last_third"] < hot["loss_first_third"]
@@ -94,12 +104,227 @@ def test_the_hot_runs_weights_evaluate_as_trained_with_and_without_tta(cpu_run):
     assert "evaluate on cpu, 4 images: tta " in stdout
 
 
+def test_the_data_wait_is_reported_for_steady_steps_and_epoch_starts_apart(cpu_run):
+    stdout, report, _ = cpu_run
+    hot, profile = report["parts"]["hot"], report["parts"]["gpu-profile"]
+    # 4 steps an epoch on the CPU's 16 scenes: hot's 8 steps start one epoch after the first step, and so do
+    # the gpu profile's 6; the first step and the epoch starts are not steady
+    assert (hot["steady_steps"], hot["epoch_start_steps"]) == (6, 1)
+    assert (profile["steady_steps"], profile["epoch_start_steps"]) == (4, 1) and profile["timed_steps"] == 4
+    for name, part in (("hot", hot), ("gpu-profile", profile)):
+        assert all(0 <= part[key] < 1 for key in ("data_wait_steady", "data_wait_epoch_starts", "data_wait_all_steps"))
+        assert printed(stdout, f"data wait {name}: ") == [gpu_check.data_wait_line(name, part)]
+
+
+def step(waited: float, computed: float, starts_epoch: bool = False, microbatch: int = 4) -> dict:
+    return {"waited_s": waited, "wall_s": waited + computed, "starts_epoch": starts_epoch,
+            "microbatch_start": microbatch, "microbatch_end": microbatch}
+
+
+def test_the_data_wait_of_steady_steps_leaves_out_the_first_step_and_epoch_starts():
+    steps = [step(9.0, 1.0, starts_epoch=True), step(0.0, 1.0), step(1.0, 1.0),
+             step(3.0, 1.0, starts_epoch=True), step(0.0, 1.0)]
+    wait = gpu_check.data_wait(steps)
+    assert wait["data_wait_steady"] == round(1 / 4, 3) and wait["steady_steps"] == 3  # steps 2, 3 and 5
+    assert wait["data_wait_epoch_starts"] == 0.75 and wait["epoch_start_steps"] == 1  # step 4 alone
+    assert wait["data_wait_all_steps"] == round(13 / 18, 3) and wait["first_step_wait_s"] == 9.0
+    assert gpu_check.data_wait_line("hot", wait) == ("data wait hot: steady steps 25.0% (3 steps), epoch starts "
+                                                     "75.0% (1 step), all steps 72.2%; the first step waited 9 s")
+    searching = [step(0.0, 5.0, microbatch=8) | {"microbatch_end": 4}, *steps[1:]]  # automatic microbatching
+    assert gpu_check.data_wait(searching)["steady_steps"] == 2  # the step after the search is warm-up
+    assert gpu_check.data_wait([step(2.0, 1.0, starts_epoch=True)])["data_wait_epoch_starts"] is None
+
+
 def test_cpu_mode_measures_speed_against_the_assumption(cpu_run):
     throughput, profile = cpu_run[1]["parts"]["throughput"], cpu_run[1]["parts"]["gpu-profile"]
     assert throughput["peak_used"].startswith("CPU (") and "measured fp32 1024^2 matmul rate" in throughput["peak_used"]
     assert 0 < throughput["fp32"]["mfu"] < 1.5 and throughput["fp32"]["peak_tflop_per_s"] is None
     assert profile["assumed_tflop_per_s"] == 40 and profile["step_s"] > 0 and profile["warnings"] == []
     assert 0 < profile["epoch_scale_at_measured_speed"] < profile["profile_epoch_scale"]  # a CPU is slower
+
+
+def test_the_profiler_ranks_the_reference_steps_operators_and_writes_its_table(cpu_run):
+    stdout, report, out = cpu_run
+    profiled = report["parts"]["profiler"]
+    assert profiled["batch"] == 4 and profiled["precision"] == "fp32" and profiled["steps"] == 2
+    top = profiled["top"]
+    assert 3 <= len(top) <= gpu_check.CPU_SIZES.top_kernels
+    assert [row["ms_per_step"] for row in top] == sorted((row["ms_per_step"] for row in top), reverse=True)
+    assert 0 < sum(row["share_of_busy"] for row in top) <= 1.0001
+    assert any(row["name"] == "aten::convolution_backward" for row in top)  # on the CPU: operators
+    assert not any(row["name"].startswith("Optimizer.step") for row in top)  # annotations span operators
+    assert 0 < profiled["busy_ms_per_step"] <= profiled["wall_ms_per_step"] * 1.05
+    table = (out / profiled["table_file"]).read_text().splitlines()
+    head = printed(stdout, "profiler, 2 reference steps of batch 4 (fp32, channels-last): operators busy ")
+    assert head == [table[0]] and table[1].split(maxsplit=5)[-1] == top[0]["name"]
+    assert "torch's operator table:" in table
+
+
+def test_each_speed_change_is_an_ab_line_at_the_same_microbatch(cpu_run):
+    stdout, report, _ = cpu_run
+    ab = report["parts"]["ab"]
+    changes = ab["changes"]
+    assert list(changes) == ["loss tail", "cudnn.benchmark", "channels-last", "uint8 masks", "torch.compile"]
+    assert ab["microbatch"] == 4 and ab["precision"] == "fp32"
+    lines = printed(stdout, "A/B ")
+    assert len(lines) == 5 and all(line.endswith("microbatch 4") or "microbatch 4;" in line for line in lines)
+    for (change, sides), line in zip(changes.items(), lines, strict=True):
+        assert line.startswith(f"A/B {change}") and sides["b_over_a"] == pytest.approx(
+            sides["b"]["images_per_second"] / sides["a"]["images_per_second"], rel=1e-3)
+        assert f"B/A {sides['b_over_a']:.3f}x" in line
+        mfu = sides["a"]["mfu"]
+        assert (mfu is None) == (change == "uint8 masks")  # the copy alone has no FLOPs
+    for change in ("loss tail", "cudnn.benchmark", "channels-last", "torch.compile"):
+        a = changes[change]["a"]
+        assert a["mfu"] == pytest.approx(a["images_per_second"] * 3 * gpu_check.forward_flops_per_image(
+            get_profile("tiny")) / report["parts"]["throughput"]["fp32"]["matmul_tflop_per_s"] / 1e12, rel=0.05)
+    masks = changes["uint8 masks"]
+    assert masks["a"]["label"] == f"int64, {4 * 32 * 32 * 8 / 1e6:.3g} MB"  # the tiny profile's 4 masks of 32^2
+    compiled = changes["torch.compile"]
+    assert compiled["backend"] == "eager" and compiled["compile_s"] > 0
+    assert compiled["graph_breaks"] == 0  # the model and segkit's loss trace as one graph
+    assert re.search(r"; compile \d+\.\d s, graph breaks 0$", lines[-1])
+
+
+def test_the_loss_tail_of_the_ab_computes_the_same_loss_as_segkit():
+    """The A side (the loss before it kept the logits' precision) and segkit.losses are one objective."""
+    from segkit.losses import SegmentationLoss
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 6, 7, generator=generator, dtype=torch.float64)
+    masks = torch.randint(-1, 4, (2, 6, 7), generator=generator)  # class 4 absent, some pixels ignored
+    old, new = gpu_check.fp32_tail_loss(logits, masks), SegmentationLoss()(logits, masks)
+    for key in ("total", "cross_entropy", "dice"):
+        assert float(old[key]) == pytest.approx(float(new[key]), rel=1e-6)
+
+
+def test_the_ab_of_masks_copies_the_same_labels_in_a_quarter_of_the_bytes():
+    copies = gpu_check.mask_copy_seconds(batch=2, size=8, device="cpu", repeats=2)
+    assert copies["int64_bytes"] == 2 * 8 * 8 * 8 and copies["uint8_bytes"] == 2 * 8 * 8
+    assert copies["int64_s"] > 0 and copies["uint8_s"] > 0
+
+
+def test_a_compile_that_overruns_its_budget_is_a_line_with_the_eager_side(tmp_path, monkeypatch):
+    def stopped(command, timeout_s, log):
+        log.write_text('noise\ncompile-ab {"eager_step_s": 0.5}\n')
+        raise subprocess.TimeoutExpired(command, timeout_s)
+
+    monkeypatch.setattr(gpu_check, "run_bounded", stopped)
+    ctx = gpu_check.Context(gpu_check.CPU_SIZES, None, tmp_path, deadline=float("inf"))
+    result = gpu_check.compile_ab(ctx, get_profile("tiny"), gpu_check.StepVariant(precision="fp32"), 4, 1e9, 1e12)
+    assert result == {"eager": "(eager) 8 images/s", "backend": "eager",
+                      "skipped": "the compiled step was not ready within the 90 s budget (eager)"}
+
+
+def test_the_loader_alone_is_timed_at_each_worker_count_against_the_steps_demand(cpu_run):
+    stdout, report, _ = cpu_run
+    loader = report["parts"]["loader"]
+    assert list(loader["workers"]) == ["1", "2"] and loader["batch"] == 4
+    demand = loader["demand_images_per_second"]
+    assert set(demand) == {"hot", "plain fp32 step", "gpu profile"}  # measured by the parts before it
+    assert demand["hot"] == pytest.approx(report["parts"]["hot"]["images_per_second"], rel=0.01)
+    for workers, measured in loader["workers"].items():
+        assert measured["batches"] == 3 * int(workers) and measured["images_per_second"] > 0
+        [line] = printed(stdout, f"loader, {workers} worker")
+        times = float(re.search(r"; ([\d.]+)x the hot's ", line).group(1))
+        assert times == pytest.approx(measured["images_per_second"] / demand["hot"], rel=0.01, abs=0.06)
+    itemsize = {"int64": 8, "uint8": 1}[loader["masks_dtype"]]
+    assert loader["images_dtype"] == "uint8" and loader["images_mb"] == pytest.approx(4 * 3 * 32 * 32 / 1e6, rel=0.01)
+    assert loader["masks_mb"] == pytest.approx(4 * 32 * 32 * itemsize / 1e6, rel=0.01)
+    assert loader["workers"]["2"]["prefetched_gb"] == pytest.approx(
+        2 * 2 * (loader["images_mb"] + loader["masks_mb"]) / 1e3, rel=0.01)
+    if Path("/dev/shm").is_dir():
+        assert loader["dev_shm_gb"] > 0
+
+
+def test_the_knee_calibrates_plans_and_trains_every_run_with_its_history(cpu_run):
+    stdout, report, out = cpu_run
+    knee = report["parts"]["knee"]
+    assert knee["profile"] == "tiny" and [c["processes"] for c in knee["calibration"]] == [2]
+    assert all(c["steps_per_s_each"] > 0 and c["epoch_s"] > 0 for c in knee["calibration"])
+    assert knee["plan"]["processes"] == 2 and knee["plan"]["multipliers"] == [1, 2]
+    assert knee["runs_planned"] == knee["runs_finished"] == 4 and knee["warnings"] == []
+    histories = json.loads((out / knee["histories_file"]).read_text())
+    # tiny: 2 epochs of 4 steps for the baseline; compressed into 20% of 2 and 4 epochs: 1 epoch each
+    expected = {"x1-full-seed17": 2, "x1-short-seed17": 1, "x2-full-seed17": 4, "x2-short-seed17": 1}
+    runs = {name: run for name, run in histories["runs"].items() if not name.startswith("calibrate")}
+    assert {name: run["epochs"] for name, run in runs.items()} == expected
+    for run in runs.values():  # one evaluation an epoch; the last after all of the run's steps
+        assert len(run["history"]) == run["epochs"] and run["history"][-1]["step"] == 4 * run["epochs"]
+        assert run["miou"] == run["history"][-1]["miou"]
+    for key, multiplier in (("x1", 1), ("x2", 2)):
+        entry = knee["summary"][key]
+        full, short = runs[f"x{multiplier}-full-seed17"]["miou"], runs[f"x{multiplier}-short-seed17"]["miou"]
+        assert entry["full_miou"] == {"17": full} and entry["short_miou"] == {"17": short}
+        assert entry["ratio"] == pytest.approx(short / full, abs=1e-4)
+        assert entry["past_knee"] == (entry["ratio"] >= 0.95)
+        assert f"knee {key}: {4 * 2 * multiplier} steps full, 4 at 20%; mIoU full {full:.2f}, 20% {short:.2f}" in stdout
+    assert knee["past_knee"] == (knee["candidate"] is not None) == any(e["past_knee"] for e in knee["summary"].values())
+    assert len(printed(stdout, "CANDIDATE gpu-scenes: " if knee["past_knee"] else "knee: no setting reached")) == 1
+
+
+CALIBRATIONS = [
+    {"processes": 1, "start_s": 5.0, "first_epoch_extra_s": 1.0, "epoch_s": 0.5},
+    {"processes": 4, "start_s": 10.0, "first_epoch_extra_s": 2.0, "epoch_s": 1.0},
+]
+RUNS = gpu_check.knee_runs(get_profile("cpu"), dataclasses.replace(gpu_check.GPU_SIZES, knee_seeds=(1, 2)))
+
+
+def test_the_knee_runs_are_the_baseline_full_and_at_a_fifth_longest_first():
+    assert [(run["name"], run["epochs"]) for run in RUNS[:3]] == [
+        ("x8-full-seed1", 320), ("x8-full-seed2", 320), ("x4-full-seed1", 160)]
+    assert {run["name"]: run["epochs"] for run in RUNS if run["length"] == "short"} == {
+        "x8-short-seed1": 64, "x8-short-seed2": 64, "x4-short-seed1": 32, "x4-short-seed2": 32,
+        "x2-short-seed1": 16, "x2-short-seed2": 16}
+    assert [run["epochs"] for run in RUNS] == sorted((run["epochs"] for run in RUNS), reverse=True)
+
+
+def test_the_knee_plan_keeps_the_most_multipliers_that_fit_then_the_quickest():
+    # all of x2, x4, x8 on 4 processes: the x8 full runs take 10 + 2 + 320 = 332 s, one child each; the
+    # others go to the least loaded child, the last x8 and x4 short runs to the x4 children: 10 + 3 x 2 + 160 + 80
+    # + 64 + 32 = 354 s, x 1.15 = 407 s
+    plan = gpu_check.knee_plan(RUNS, CALIBRATIONS, 420)
+    assert plan["processes"] == 4 and plan["multipliers"] == [2, 4, 8] and plan["estimated_s"] == 354
+    assert [len(runs) for runs in plan["assignments"]] == [2, 2, 4, 4]
+    assert [run["name"] for run in plan["assignments"][2]] == ["x4-full-seed1", "x2-full-seed1", "x8-short-seed1",
+                                                               "x4-short-seed1"]
+    assert gpu_check.knee_plan(RUNS, CALIBRATIONS, 400)["multipliers"] == [2, 4]  # 407 s > 400: x8 left out
+    # one process alone is quicker per epoch, but runs everything one after the other: x2 and x4 in 301 s
+    alone = gpu_check.knee_plan(RUNS, CALIBRATIONS[:1], 420)
+    assert alone["multipliers"] == [2, 4] and alone["estimated_s"] == 5 + 8 * 1 + 0.5 * 2 * (160 + 80 + 32 + 16)
+    short = gpu_check.knee_plan(RUNS, CALIBRATIONS, 200)
+    assert short["multipliers"] == [2, 4] and short["processes"] == 4 and short["estimated_s"] == 172
+    assert gpu_check.knee_plan(RUNS, CALIBRATIONS, 20) is None
+
+
+def test_the_knee_summary_and_candidate_from_records():
+    runs = gpu_check.knee_runs(get_profile("cpu"), dataclasses.replace(gpu_check.GPU_SIZES, knee_multipliers=(2, 4),
+                                                                      knee_seeds=(1, 2)))
+    miou = {"x2-full-seed1": 50.0, "x2-short-seed1": 40.0, "x2-full-seed2": 52.0, "x2-short-seed2": 42.0,
+            "x4-full-seed1": 50.0, "x4-short-seed1": 49.0, "x4-full-seed2": 50.0}  # x4's second short unfinished
+    records = {name: {"miou": value, "wall_time": 100.0} for name, value in miou.items()}
+    summary = gpu_check.knee_summary(get_profile("cpu"), runs, records)
+    assert summary["x2"]["ratio"] == round(82 / 102, 4) and not summary["x2"]["past_knee"]
+    assert summary["x4"]["seeds_with_both"] == [1] and summary["x4"]["ratio"] == 0.98 and summary["x4"]["past_knee"]
+    assert (summary["x4"]["steps_full"], summary["x4"]["steps_short"]) == (160 * 25, 32 * 25)
+    candidate = gpu_check.knee_candidate(get_profile("cpu"), summary, CALIBRATIONS)
+    assert candidate["setting"] == "x4" and candidate["baseline_epochs"] == 160 and candidate["epoch_scale"] == 1.25
+    assert candidate["alone_s_estimate"] == 5 + 1 + 160 * 0.5 and candidate["run_wall_s"] == 100.0
+
+
+def test_the_two_device_calls_run_every_part_once_and_fit_the_device_time():
+    """Each call within gpu_check.sh's TOTAL_SECONDS by the GPU's part seconds, the bundle's install (15 s)
+    and the scenes where a part reads them (30 s); both and a machine start (30 s) leave a minute to rerun."""
+    calls = gpu_check.CALLS
+    assert sorted(name for names in calls.values() for name in names) == sorted(gpu_check.PARTS)
+    for names in calls.values():
+        assert list(names) == [name for name in gpu_check.PARTS if name in names]  # the order they run in
+    total = int(re.search(r"^TOTAL_SECONDS=(\d+)", (REPO / "bench" / "gpu_check.sh").read_text(), re.M).group(1))
+    seconds = {call: 15 + 30 * any(name in gpu_check.SCENE_PARTS for name in names)
+               + sum(gpu_check.GPU_SIZES.part_seconds[name] for name in names) for call, names in calls.items()}
+    assert all(value <= total for value in seconds.values()) and total + 30 <= 480  # timeout_s=480
+    assert 30 + sum(seconds.values()) <= 15 * 60 - 60
+    assert "evaluate" in calls["1"] and "hot" in calls["1"]  # evaluate reads hot's run
 
 
 def test_training_through_composers_launcher_saves_the_bare_network(cpu_run):
@@ -184,6 +409,12 @@ def test_parts_are_chosen_by_name():
     assert gpu_check.parse_parts("evaluate,hot") == ["evaluate", "hot"] and gpu_check.parse_parts("all") == ALL_PARTS
     with pytest.raises(argparse.ArgumentTypeError, match="unknown part.* gpu profile; choose from hot, evaluate"):
         gpu_check.parse_parts("hot,gpu profile")
+
+
+def test_a_device_call_is_named_by_its_number_not_beside_a_list_of_parts():
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--call", "2", "--parts", "hot"],
+                          capture_output=True, text=True, timeout=60, env=subprocess_env())
+    assert done.returncode == 2 and done.stderr.splitlines()[-1].endswith("give --parts or --call, not both")
 
 
 def test_evaluate_without_the_hot_run_is_skipped_with_what_to_pass(tmp_path):
