@@ -14,15 +14,22 @@ per GPU, DDP), with the curves read from the run's ``metrics.json`` as it grows.
 Notebook 04 compares the four runs; its cell after the parameters is ``notebooks.start_results(globals())``,
 which takes the same parameters plus ``run_folders`` and returns a ``Results``.
 
+Every notebook ends with ``notebooks.release_memory(globals())``: it frees what the notebook's own
+cells hold and prints the kernel's memory, with the advice to shut the kernel down when the learner
+leaves the notebook (most of a kernel's memory is the libraries it imported, which only that frees).
+
 The main job that runs the notebooks headless, ``segkit notebooks``, is ``segkit.headless``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import json
 import math
 import subprocess
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -315,6 +322,87 @@ def check(question: str, value: Any, expected: float, tolerance: float = 0.01) -
     print(f"✓ {question}: {value:g} is right" if right else
           f"✗ {question}: {value!r} is not it yet; see the hint, then run the cell again")
     return right
+
+
+#: A value in a notebook's globals this large is data or a model, not an answer a check cell reads (the
+#: largest the notebooks' own cells keep, 100,000 mixing weights, is 0.8 MB).
+LARGE_BYTES = 16 * 2**20
+
+
+def release_memory(namespace: dict[str, Any]) -> None:
+    """Free what a finished notebook holds; print the kernel's memory, and the advice to shut it down.
+
+    Drops IPython's output cache (``Out``, ``_``: every figure and table a cell returned) and the large
+    values of the notebook's globals (tensors, arrays and modules of ``LARGE_BYTES`` or more), collects
+    garbage and hands the freed heap back to the system (glibc's ``malloc_trim``). The small objects the
+    check cells read (``job``, ``result``) stay, and so do the widgets shown above (ipywidgets holds them).
+    Most of a kernel's memory is the libraries it imported (PyTorch, Composer): only shutting the kernel
+    down frees that.
+
+    Args:
+        namespace: the notebook's ``globals()``.
+
+    Example:
+        >>> import numpy as np
+        >>> namespace = {"data": np.ones(2**22), "answer": 4.0}
+        >>> release_memory(namespace)  # doctest: +ELLIPSIS
+        memory of this kernel: ... GiB before, ... GiB after freeing data and the output cache; shut ...
+        >>> sorted(namespace)
+        ['answer']
+    """
+    before = resident_bytes()
+    large = [name for name, value in namespace.items()
+             if not name.startswith("_") and name not in _IPYTHON_NAMES and held_bytes(value) >= LARGE_BYTES]
+    for name in large:
+        del namespace[name]
+    with contextlib.suppress(ImportError):
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None and shell.user_ns is namespace:
+            shell.displayhook.flush()  # Out, _, __, ___ and _1, _2 ...: what %reset out clears
+            shell.last_execution_result = None
+    gc.collect()
+    trim_heap()
+    after = resident_bytes()
+    freed = f"freeing {', '.join(large)} and the output cache" if large else "freeing the output cache"
+    print(f"memory of this kernel: {gib(before)} before, {gib(after)} after {freed}; shut this kernel down "
+          f"(Kernel > Shut Down Kernel) when you leave this notebook: only that frees the rest")
+
+
+def held_bytes(value: Any) -> int:
+    """The bytes a tensor, an array or a module's parameters and buffers hold; 0 for anything else."""
+    torch = sys.modules.get("torch")  # not imported here: a value cannot be a tensor unless torch is loaded
+    if torch is not None and isinstance(value, torch.Tensor):
+        return value.untyped_storage().nbytes() if value.device.type == "cpu" else 0
+    if torch is not None and isinstance(value, torch.nn.Module):
+        return sum(held_bytes(tensor) for tensor in (*value.parameters(), *value.buffers()))
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.ndarray):
+        return value.nbytes
+    return 0
+
+
+def resident_bytes() -> int | None:
+    """This process's resident memory (``VmRSS`` of /proc/self/status), or None where there is none (not Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def trim_heap() -> None:
+    """Hand the C heap's free pages back to the system: glibc's ``malloc_trim(0)``; nothing without glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def gib(size: int | None) -> str:
+    return "unknown" if size is None else f"{size / 2**30:.2f} GiB"
 
 
 def feed_history(folder: Path, curves: LiveCurves, seen: int) -> int:

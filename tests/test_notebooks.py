@@ -317,3 +317,24 @@ def test_papermill_reads_every_parameter_of_the_notebooks(name):
     inferred = papermill.inspect_notebook(NOTEBOOKS_DIR / f"{name}.ipynb")
     expected = {*notebooks.PARAMETERS, *(["run_folders"] if name == RESULTS_NOTEBOOK else [])}
     assert set(inferred) == expected
+
+
+def test_release_memory_frees_a_large_value_and_keeps_what_the_checks_read(capsys):
+    """A 200 MB tensor held in a notebook's globals is freed and the kernel's resident memory drops by it;
+    the parameters, the modules and the small values a check cell reads stay."""
+    import torch
+
+    if notebooks.resident_bytes() is None:
+        pytest.skip("resident memory is read from /proc (Linux)")
+    held = torch.ones(50_000_000)  # 200 MB of float32, written, so resident
+    namespace = {"profile": "tiny", "torch": torch, "job": check_parameters({"profile": "tiny"}, "mild"),
+                 "draws": torch.zeros(100_000), "held": held}
+    del held
+    before = notebooks.resident_bytes()
+    notebooks.release_memory(namespace)
+    after = notebooks.resident_bytes()
+    assert sorted(namespace) == ["draws", "job", "profile", "torch"]
+    assert before - after > 150e6, (before, after)
+    line = capsys.readouterr().out
+    assert line.count("\n") == 1 and "after freeing held and the output cache" in line
+    assert "shut this kernel down (Kernel > Shut Down Kernel) when you leave this notebook" in line

@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -21,7 +23,7 @@ import pytest
 
 from segkit import explain
 from segkit.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK
-from tests.conftest import REPO
+from tests.conftest import REPO, subprocess_env
 
 #: Every notebook, in the order they run (04 compares the runs of 00-03).
 ALL = [*NOTEBOOKS, RESULTS_NOTEBOOK]
@@ -114,7 +116,7 @@ def test_each_check_says_empty_then_right_then_wrong(taught, name):
     book = taught[name]
     checks = [(cell, cell.metadata.get("tags", [])) for cell in book.cells
               if cell.cell_type == "code" and "notebooks.check(" in cell.source]
-    empty = [cell for cell, tags in checks if not tags]
+    empty = [cell for cell, tags in checks if RIGHT not in tags and WRONG not in tags]
     right = [cell for cell, tags in checks if RIGHT in tags]
     wrong = [cell for cell, tags in checks if WRONG in tags]
     assert len(empty) == len(right) == len(wrong) >= 2, name
@@ -177,6 +179,77 @@ def test_every_notebook_links_the_glossary_and_it_defines_the_terms():
     for name in ALL:
         assert any("](../docs/glossary.md)" in source for source in markdown(read(name))), name
     assert (NOTEBOOKS_DIR / "../docs/glossary.md").resolve() == GLOSSARY
+
+
+# --- the session's core path ------------------------------------------------------------------
+
+#: The line that marks where a deep dive, or a section of one, starts: under its heading, or first in its cell.
+DEEP_DIVE = "*Deep dive: skip in a session.*"
+
+
+def deep_dive_problems(book: nbformat.NotebookNode) -> list[str]:
+    """What breaks the split of a notebook into core and deep-dive cells."""
+    problems, previous = [], "core"
+    for cell in book.cells:
+        tags = cell.metadata.get("tags", [])
+        kind = [tag for tag in tags if tag in ("core", "deep-dive")]
+        lines = [line for line in cell.source.splitlines() if line.strip()]
+        opening = lines[1 if lines and lines[0].startswith("#") else 0] if lines else ""
+        if len(kind) != 1:
+            problems.append(f"tagged {kind or 'neither core nor deep-dive'}: {cell.source[:60]!r}")
+        elif "exercise" in tags and kind != ["core"]:
+            problems.append(f"an exercise cell that is not core: {cell.source[:60]!r}")
+        elif kind == ["deep-dive"] and (previous == "core" or cell.source.startswith("#")) and not (
+                cell.cell_type == "markdown" and opening == DEEP_DIVE):  # a deep dive, or a section of one, starts
+            problems.append(f"a deep dive that does not open with {DEEP_DIVE!r}: {cell.source[:60]!r}")
+        elif DEEP_DIVE in cell.source and opening != DEEP_DIVE or DEEP_DIVE in cell.source and kind != ["deep-dive"]:
+            problems.append(f"the deep-dive line where no deep dive starts: {cell.source[:60]!r}")
+        previous = kind[0] if len(kind) == 1 else previous
+    return problems
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_cell_is_core_or_a_marked_deep_dive(name):
+    book = read(name)
+    assert deep_dive_problems(book) == []
+    core = [cell for cell in book.cells if "core" in cell.metadata.tags]
+    assert all(cell in core for cell in book.cells if "notebooks.check(" in cell.source)  # self-checks are core
+    assert [cell for cell in book.cells if "parameters" in cell.metadata.tags][0] in core
+    deep = [cell for cell in book.cells if "deep-dive" in cell.metadata.tags]
+    for heading in ("## Questions", "## References"):
+        assert any(cell.source.startswith(heading) for cell in deep), (name, heading)
+    # It ends by releasing its memory, in a core cell (the guide: shut the kernel down after it).
+    assert book.cells[-1].source == "notebooks.release_memory(globals())" and book.cells[-1] in core
+
+
+def test_a_deep_dive_without_its_line_is_caught():
+    book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("## A\n\ntext"),
+                                           nbformat.v4.new_markdown_cell(f"## B\n\n{DEEP_DIVE}\n\nmore"),
+                                           nbformat.v4.new_code_cell("x = 1")])
+    for cell, tags in zip(book.cells, (["core"], ["deep-dive"], ["deep-dive"]), strict=True):
+        cell.metadata["tags"] = tags
+    assert deep_dive_problems(book) == []
+    book.cells[1].source = "## B\n\nmore"
+    assert deep_dive_problems(book) == ["a deep dive that does not open with '*Deep dive: skip in a session.*': "
+                                        "'## B\\n\\nmore'"]
+    book.cells[1].metadata["tags"] = ["core", "deep-dive"]
+    assert deep_dive_problems(book)[0].startswith("tagged ['core', 'deep-dive']")
+    book.cells[0].source = f"## A\n\n{DEEP_DIVE}\n\ntext"  # a core cell marked as a deep dive
+    assert deep_dive_problems(book)[0].startswith("the deep-dive line where no deep dive starts: '## A")
+
+
+def test_the_workshop_times_the_core_path_as_the_bench_does():
+    """docs/workshop.md's core-path table and session totals are what bench/core_path.py prints for the
+    notebooks as they are: after changing a notebook's cells, run it and put its output in the guide."""
+    done = subprocess.run([sys.executable, "bench/core_path.py"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**subprocess_env(), "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    guide = (REPO / "docs" / "workshop.md").read_text()
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + len(ALL) + 1 and [row for row in rows if row not in guide] == [], \
+        "run .venv/bin/python bench/core_path.py and put its table in docs/workshop.md"
+    totals = re.findall(r"(\d+\.\d) min at 200 words a minute", done.stdout)
+    assert len(totals) == 6 and [total for total in totals if f"{total} min" not in guide] == []
 
 
 # --- quoted numbers, tied to the rows they come from ---------------------------------------------
