@@ -79,6 +79,8 @@ def find(name: str) -> Path | None:
             return shared
         say(f"{shared} is not readable by {getpass.getuser()} (mode {stat.filemode(shared.stat().st_mode)}); "
             f"using your own copy in {private_folder()} (to share it, its owner can run: chmod -R a+rX {shared})")
+    elif writable(cache_folder()):
+        return None  # made where everyone who reads the cache finds it, even if this account has its own copy
     own = private_folder() / name
     return own if own.exists() and own != shared else None
 
@@ -181,6 +183,8 @@ def prefill(names: list[str], *, shared: bool, log=print) -> Path:
     records = read_manifest(folder)
     for name in names:
         path = folder / name
+        if not path.exists():
+            raise DataError(f"{path} is not in the cache {folder}; make it there first (segkit data prefill does)")
         if name in records:
             check_against_manifest(folder, name)
         records[name] = {"sha256": tree_sha256(path), "files": sum(1 for p in [path, *path.rglob("*")] if p.is_file())}

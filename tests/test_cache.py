@@ -18,6 +18,7 @@ import torch
 from segkit import cache, pretraining, scenes
 from segkit.errors import DataError
 from tests.accounts import unix_accounts
+from tests.conftest import run_segkit
 
 #: A set small enough for a test (the tiny profile's is 16 + 8).
 SMALL = {"train_images": 4, "val_images": 2}
@@ -185,3 +186,17 @@ def test_pretrained_weights_load_after_the_cache_moved_them(prefilled_cache):
     _, weights = prefilled_cache
     state = torch.load(weights, map_location="cpu", weights_only=True)
     assert "conv1.weight" in state and pretraining.read_provenance(weights)["sha256"]
+
+
+def test_prefill_puts_every_entry_in_the_shared_cache_even_beside_the_account_s_own_copies(tmp_path, monkeypatch):
+    """The instructor's own ~/.cache/segkit already holds the sets: prefill still makes them in the shared cache
+    (a writable cache gets the entry; a private copy is only for who cannot write it)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SEGKIT_DATA", str(cache.private_folder()))
+    own = scenes.builtin_scenes(16, 8)  # the tiny profile's set, in the account's own cache
+    shared = tmp_path / "srv"
+    monkeypatch.setenv("SEGKIT_DATA", str(shared))
+    assert scenes.builtin_scenes(**SMALL).parent == shared
+    done = run_segkit("data", "prefill", "--profile", "tiny", "--shared")
+    assert done.returncode == 0, done.stderr
+    assert (shared / own.name).is_dir() and own.name in cache.read_manifest(shared)
