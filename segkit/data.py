@@ -31,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import tv_tensors
 
+from segkit.devices import seconds_from_environment
 from segkit.errors import DataError
 from segkit.transforms import training_labels
 
@@ -351,12 +352,7 @@ LOADER_TIMEOUT_VARIABLE = "SEGKIT_LOADER_TIMEOUT"
 
 def loader_timeout() -> float:
     """The loaders' stall bound in seconds (``LOADER_TIMEOUT_SECONDS`` unless ``SEGKIT_LOADER_TIMEOUT`` says)."""
-    text = os.environ.get(LOADER_TIMEOUT_VARIABLE, "")
-    try:
-        return float(text) if text else LOADER_TIMEOUT_SECONDS
-    except ValueError:
-        raise DataError(f"{LOADER_TIMEOUT_VARIABLE}={text!r} is not a number of seconds; unset it or give one, "
-                        f"e.g. {LOADER_TIMEOUT_VARIABLE}=600") from None
+    return seconds_from_environment(LOADER_TIMEOUT_VARIABLE, LOADER_TIMEOUT_SECONDS)
 
 
 def stalled_workers() -> dict[int, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +135,16 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         return
     with torch.autocast("cuda", dtype=dtype):
         yield
+
+
+def seconds_from_environment(variable: str, default: float) -> float:
+    """A bound on a wait, in seconds: ``default``, or the number the environment variable ``variable`` holds."""
+    text = os.environ.get(variable, "")
+    try:
+        return float(text) if text else default
+    except ValueError:
+        raise ConfigError(f"{variable}={text!r} is not a number of seconds; unset it, or give one, e.g. "
+                          f"{variable}={default:g}") from None
 
 
 def configure_backends(device: str) -> None:

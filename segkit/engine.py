@@ -48,7 +48,14 @@ from segkit.data import (
     stalled_worker_error,
     stalled_workers,
 )
-from segkit.devices import check_available, check_microbatch, check_shared_memory, configure_backends, pins_memory
+from segkit.devices import (
+    check_available,
+    check_microbatch,
+    check_shared_memory,
+    configure_backends,
+    pins_memory,
+    seconds_from_environment,
+)
 from segkit.errors import ConfigError, DataError, RunError, SegkitError
 from segkit.losses import SegmentationLoss
 from segkit.metrics import MeanIoU, PixelAccuracy, iou_per_class
@@ -83,12 +90,8 @@ _LOST_PEER_SIGNS = ("Connection closed by peer", "Connection reset by peer", "Ti
 
 
 def dist_timeout() -> float:
-    text = os.environ.get(DIST_TIMEOUT_VARIABLE, "")
-    try:
-        return float(text) if text else DIST_TIMEOUT_SECONDS
-    except ValueError:
-        raise ConfigError(f"{DIST_TIMEOUT_VARIABLE}={text!r} is not a number of seconds; unset it, or give "
-                          f"one") from None
+    """The distributed timeout in seconds (``DIST_TIMEOUT_SECONDS`` unless ``SEGKIT_DIST_TIMEOUT`` says)."""
+    return seconds_from_environment(DIST_TIMEOUT_VARIABLE, DIST_TIMEOUT_SECONDS)
 
 
 def lost_peer_error(error: BaseException) -> RunError | None:

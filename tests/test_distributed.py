@@ -25,7 +25,7 @@ import torch
 from segkit.inference import evaluate, load_model
 from segkit.notebooks import NOTEBOOKS_DIR
 from segkit.runs import Run
-from tests.conftest import REPO, subprocess_env
+from tests.conftest import REPO, process_tree, subprocess_env
 
 TINY = ["--profile", "tiny", "--duration", "2ba"]
 
@@ -205,22 +205,6 @@ def test_per_class_iou_of_a_two_process_run_covers_the_whole_validation_set(two_
             assert value == pytest.approx(expected, abs=0.01), name
 
 
-def descendants(pid: int) -> list[int]:
-    """Processes below ``pid``, nearest first (Linux /proc)."""
-    parents = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            parents[int(status.parent.name)] = int(next(line.split()[1] for line in status.read_text().splitlines()
-                                                        if line.startswith("PPid:")))
-        except (OSError, StopIteration, ValueError):
-            continue
-    found, frontier = [], [pid]
-    while frontier:
-        frontier = [child for child, parent in parents.items() if parent in frontier and child not in found]
-        found += frontier
-    return found
-
-
 def test_a_node_lost_without_a_word_stops_the_other_in_one_line_within_the_bound_and_both_resume(tmp_path,
                                                                                                  scenes_root):
     """Two "nodes"; node 1's training process is frozen (SIGSTOP: its sockets stay open, as when a machine
@@ -243,7 +227,7 @@ def test_a_node_lost_without_a_word_stops_the_other_in_one_line_within_the_bound
     while not (metrics.is_file() and json.loads(metrics.read_text()).get("history")):
         assert time.monotonic() < deadline and nodes[0].poll() is None, "no evaluation within 300 s"
         time.sleep(0.2)
-    trainer = descendants(nodes[1].pid)[-1]  # the CLI, Composer's launcher, then the training process
+    trainer = list(process_tree(nodes[1].pid))[-1]  # the CLI, Composer's launcher, then the training process
     os.kill(trainer, signal.SIGSTOP)
     stopped = time.monotonic()
     try:

@@ -30,7 +30,7 @@ from PIL import Image
 from segkit.engine import train
 from segkit.errors import ConfigError, DataError, RunError, SegkitError, WeightsError
 from segkit.recipes import RECIPES
-from tests.conftest import REPO, run_segkit, skip_or_fail, subprocess_env
+from tests.conftest import REPO, process_tree, run_segkit, skip_or_fail, subprocess_env
 
 DURATION = "3ep"  # tiny profile on the 8-image scenes fixture: 2 steps per epoch, evaluations at 2, 4, 6
 TIMING = ("wall_time", "images_per_second")
@@ -643,23 +643,6 @@ if __name__ == "__main__":
     profile = dataclasses.replace(get_profile("tiny"), num_workers=2)
     train("baseline", sys.argv[1], profile, duration="20ba", save_folder=sys.argv[2], run_name="stall")
 """
-
-
-def process_tree(root: int) -> dict[int, int]:
-    """pid -> parent pid of every process below ``root`` (Linux /proc)."""
-    parents = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            parents[int(status.parent.name)] = int(next(line.split()[1] for line in status.read_text().splitlines()
-                                                        if line.startswith("PPid:")))
-        except (OSError, StopIteration, ValueError):
-            continue
-    below, frontier = {}, {root}
-    while frontier:
-        found = {pid: parent for pid, parent in parents.items() if parent in frontier and pid not in below}
-        below.update(found)
-        frontier = set(found)
-    return below
 
 
 def test_a_stopped_loader_worker_fails_the_run_in_one_line_that_names_it_and_the_run_resumes(tmp_path, scenes_root):
