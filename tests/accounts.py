@@ -20,6 +20,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,14 +111,12 @@ def unix_accounts(roles: tuple[str, ...], group: str | None = "learners") -> Ite
         cleanup.callback(remove_accounts, made, group_name)
         cleanup.enter_context(python_reachable())
         if group_name:
-            subprocess.run(["groupadd", group_name], check=True, capture_output=True)
+            shadow_tool("groupadd", group_name)
         for role in roles:
             name = f"{prefix}{role}"[:32]
             # Homes 0700, as docs/workshop.md asks of a hub (Debian's useradd would make them 0755: readable by all).
-            subprocess.run(["useradd", "--create-home", "-K", "HOME_MODE=0700", "--home-dir", str(base / role),
-                            "--user-group",
-                            *(["--groups", group_name] if group_name else []), "--shell", "/bin/sh", name],
-                           check=True, capture_output=True)
+            shadow_tool("useradd", "--create-home", "-K", "HOME_MODE=0700", "--home-dir", str(base / role),
+                        "--user-group", *(["--groups", group_name] if group_name else []), "--shell", "/bin/sh", name)
             made.append(name)
         accounts = {}
         for role, name in zip(roles, made, strict=True):
@@ -126,11 +125,23 @@ def unix_accounts(roles: tuple[str, ...], group: str | None = "learners") -> Ite
         yield accounts, grp.getgrnam(group_name).gr_gid if group_name else -1
 
 
+def shadow_tool(*command: str, check: bool = True) -> None:
+    """Run useradd, userdel, groupadd or groupdel; tests on two workers may hold /etc/passwd's lock at the
+    same moment, and the tools then fail at once ("cannot lock"): wait and try again."""
+    for _ in range(40):
+        done = subprocess.run(list(command), capture_output=True, text=True)
+        if done.returncode == 0 or "lock" not in done.stderr:
+            break
+        time.sleep(0.25)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()}")
+
+
 def remove_accounts(names: list[str], group_name: str | None) -> None:
     """Stop every process of the accounts, remove them with their homes, and their group."""
     for name in names:
         subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)
     for name in names:
-        subprocess.run(["userdel", "--remove", name], capture_output=True)
+        shadow_tool("userdel", "--remove", name, check=False)
     if group_name:
-        subprocess.run(["groupdel", group_name], capture_output=True)
+        shadow_tool("groupdel", group_name, check=False)
