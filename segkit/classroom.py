@@ -209,7 +209,8 @@ def class_table(folder: str | Path | None = None, me: str | None = None) -> Tabl
         widest = max(noisy, key=lambda group: group.spread)
         notes.append(f"The same training on different learners' machines ends within a spread (± is the standard "
                      f"deviation across learners; the widest here: {widest.spread:.2f} in {widest.group}). Two "
-                     f"groups whose means differ by less than their spreads have not been told apart.")
+                     f"groups whose means differ by less than their spreads have not been told apart (a larger "
+                     f"difference is not a result either before its interval for the n learners is worked out).")
     if any(not e.verified for e in entries):
         notes.append("(not verified): the entry's file belongs to another account than the learner it names.")
     return Table(["trained", "learner", "final mIoU", "training", "group mean ± spread", "run"], rows,

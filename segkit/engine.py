@@ -97,7 +97,10 @@ def dist_timeout() -> float:
 def lost_peer_error(error: BaseException) -> RunError | None:
     """The one-line error for a collective that failed because another process of the run is gone, or None."""
     world = dist.get_world_size()
-    if world < 2 or not isinstance(error, RuntimeError) or not any(sign in str(error) for sign in _LOST_PEER_SIGNS):
+    # NCCL's failures are DistErrors; gloo's lost connections come as plain RuntimeErrors, told by their words.
+    told = isinstance(error, torch.distributed.DistError) or (
+        isinstance(error, RuntimeError) and any(sign in str(error) for sign in _LOST_PEER_SIGNS))
+    if world < 2 or not told:
         return None
     detail = str(error).strip().splitlines()[0].split("] ", 1)[-1]  # without gloo's source path
     return RunError(f"lost contact with another process of this {world}-process run ({detail[:160]}); a process "

@@ -256,3 +256,16 @@ def test_a_microbatch_whose_logits_cuda_cannot_index_is_refused_before_the_run_f
                                           r"4 or less, or 'auto'$"):
         train("baseline", scenes_root, huge, duration="1ba", save_folder=tmp_path, print_progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_lost_peer_is_told_apart_from_other_errors(monkeypatch):
+    from segkit.engine import lost_peer_error
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    gloo = lost_peer_error(RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection "
+                                        "closed by peer [127.0.0.1]:46502"))
+    assert str(gloo).startswith("lost contact with another process of this 2-process run (Connection closed by peer")
+    assert lost_peer_error(torch.distributed.DistBackendError("communicator aborted")) is not None
+    assert lost_peer_error(RuntimeError("CUDA out of memory")) is None
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert lost_peer_error(torch.distributed.DistBackendError("communicator aborted")) is None
