@@ -1023,7 +1023,7 @@ def check_loader(ctx: Context) -> dict[str, Any]:
         wanted = 3 * workers  # the first `workers` batches arrive together; the next 2 x workers are timed
         repeats = math.ceil(wanted * batch / len(train_set))
         loader, _ = build_loaders(ConcatDataset([train_set] * repeats), val_set, batch, seed=17, num_workers=workers,
-                                  pin_memory=pins_memory(profile.device))
+                                  pin_memory=pins_memory(profile.device), packed=True)  # as training loads it
         started = time.monotonic()
         arrivals, iterator, sample = [], iter(loader), None
         try:

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 from composer import Callback, ComposerModel, State, Trainer
-from composer.core import Time
+from composer.core import DataSpec, Time
 from composer.loggers import Logger
 from composer.optim import CosineAnnealingScheduler, DecoupledSGDW
 from composer.utils import dist, reproducibility
@@ -47,6 +47,7 @@ from segkit.data import (
     sample_bytes,
     stalled_worker_error,
     stalled_workers,
+    unpack_masks,
 )
 from segkit.devices import (
     check_available,
@@ -389,7 +390,7 @@ def train(
     check_shared_memory(profile.num_workers, PREFETCH_FACTOR, device_batch * sample_bytes(profile.image_size))
     train_loader, val_loader = build_loaders(
         train_set, val_set, device_batch, seed, num_workers=profile.num_workers,
-        pin_memory=pins_memory(profile.device), world_size=world, rank=rank, eval_batch=microbatch)
+        pin_memory=pins_memory(profile.device), world_size=world, rank=rank, eval_batch=microbatch, packed=True)
     if len(train_loader) == 0:
         raise ConfigError(f"{data_root} has {len(train_set)} training images, fewer than one batch of "
                           f"{device_batch} per device; add images or use a smaller profile")
@@ -449,8 +450,9 @@ def train(
             with resume_from or contextlib.nullcontext() as checked:
                 trainer = Trainer(
                     model=model,
-                    train_dataloader=train_loader,
-                    eval_dataloader=val_loader,
+                    # masks travel as bytes and become training labels on the device (data.pack_masks)
+                    train_dataloader=DataSpec(train_loader, microbatch_transforms=unpack_masks),
+                    eval_dataloader=DataSpec(val_loader, microbatch_transforms=unpack_masks),
                     max_duration=max_duration,
                     optimizers=optimizer,
                     schedulers=schedulers,

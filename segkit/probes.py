@@ -49,8 +49,9 @@ def live_weights_miou(state: State, num_classes: int) -> float:
     model.eval()
     confusion = state.device.tensor_to_device(torch.zeros(num_classes, num_classes, dtype=torch.int64))
     with torch.random.fork_rng(devices=[]):
-        for images, masks in state.evaluators[0].dataloader.dataloader:
-            images, masks = state.device.batch_to_device((images, masks))
+        data = state.evaluators[0].dataloader  # a DataSpec: its loader and what makes a batch ready on the device
+        for batch in data.dataloader:
+            images, masks = data.microbatch_transforms(state.device.batch_to_device(batch))
             confusion += confusion_matrix(model((images, masks)).argmax(1), masks, num_classes)
     model.train(was_training)
     dist.all_reduce(confusion, reduce_operation="SUM")

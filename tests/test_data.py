@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from segkit.data import ADE20k, build_loaders
+from segkit.data import ADE20k, build_loaders, unpack_masks
 from segkit.errors import DataError
 from segkit.scenes import CLASS_NAMES
 from segkit.transforms import MEAN, PadToSize, eval_transform, train_transform
@@ -291,3 +291,18 @@ def test_a_dead_loader_worker_is_an_error_not_a_wait(scenes_root):
     with pytest.raises((ConnectionError, EOFError, RuntimeError)):
         for _ in batches:
             pass
+
+
+def test_packed_batches_carry_one_byte_masks_that_unpack_to_the_same_labels(scenes_root):
+    """Training moves masks as ADE20k's annotation values (uint8) and widens them on the device."""
+    val_set = ADE20k(scenes_root, "validation", eval_transform(32))
+    _, plain = build_loaders(val_set, val_set, 2, seed=0)
+    _, packed = build_loaders(val_set, val_set, 2, seed=0, packed=True)
+    lowest = []
+    for (images, masks), packed_batch in zip(plain, packed, strict=True):
+        assert packed_batch[1].dtype == torch.uint8
+        unpacked_images, unpacked_masks = unpack_masks(packed_batch)
+        assert torch.equal(images, unpacked_images) and torch.equal(masks, unpacked_masks)
+        assert unpacked_masks.dtype == torch.int64
+        lowest.append(int(unpacked_masks.min()))
+    assert min(lowest) == -1  # ignored pixels came through

@@ -28,10 +28,10 @@ def test_prefetched_batches_that_do_not_fit_in_dev_shm_are_one_line_before_train
     free = shutil.disk_usage(shm).free
     check_shared_memory(0, PREFETCH_FACTOR, 10 * free)  # no workers: nothing goes through /dev/shm
     check_shared_memory(2, PREFETCH_FACTOR, 1024)
-    # One GPU of the a100 profile: 8 workers x 2 batches of 128 images of 512 px (5.9 GB) against a bound
+    # One GPU of the a100 profile: 8 workers x 2 batches of 128 images of 512 px (2.1 GB, masks packed) against a bound
     # set just under it, the way a container's 64 MB /dev/shm is.
     batch = 128 * sample_bytes(512)
-    assert round(8 * PREFETCH_FACTOR * batch / 1e9, 1) == 5.9
+    assert round(8 * PREFETCH_FACTOR * batch / 1e9, 1) == 2.1
     too_big = free // (8 * PREFETCH_FACTOR) + 1
     with pytest.raises(ConfigError) as refused:
         check_shared_memory(8, PREFETCH_FACTOR, too_big)
