@@ -28,7 +28,7 @@ def main() -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
     outcomes = {"passed": 0, "failed": 0, "hung": 0}
-    seconds = []
+    seconds, loads = [], []
     try:
         for index in range(1, args.times + 1):
             began = time.monotonic()
@@ -44,13 +44,16 @@ def main() -> int:
             outcomes[outcome] += 1
             seconds.append(time.monotonic() - began)
             last = (output or "").strip().splitlines()[-1:] or [""]
-            print(f"run {index}: {outcome} in {seconds[-1]:.0f} s: {last[0][:160]}", flush=True)
+            loads.append(os.getloadavg()[0])
+            print(f"run {index}: {outcome} in {seconds[-1]:.0f} s (load average {loads[-1]:.1f}): {last[0][:160]}",
+                  flush=True)
     finally:
         for burner in burners:
             burner.kill()
             burner.wait()
     print(f"summary: {args.times} runs of `{' '.join(command)}` with {args.load} burners: {outcomes['passed']} passed, "
-          f"{outcomes['failed']} failed, {outcomes['hung']} hung; {min(seconds):.0f}-{max(seconds):.0f} s each")
+          f"{outcomes['failed']} failed, {outcomes['hung']} hung; {min(seconds):.0f}-{max(seconds):.0f} s each; load "
+          f"average {min(loads):.1f}-{max(loads):.1f} at their ends")
     return 0 if outcomes["passed"] == args.times else 1
 
 

@@ -26,15 +26,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 import nbformat
 import papermill
 import zmq
+from nbclient.util import ensure_async
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.log import logger
@@ -73,7 +76,8 @@ SEGKIT_CELL = ("curves = Live(2000)\ncurves.show()\nfor _ in range(3):\n    time
                "curves.finish({i})")
 WIDE_CELL = "curves = Live(50000)\ncurves.show()\ncurves.draw()"
 
-STATS = {"cells": 0, "late": 0, "hangs": 0, "slowest_reply_after_idle_s": 0.0}
+STATS = {"cells": 0, "late": 0, "hangs": 0, "slowest_reply_after_idle_s": 0.0, "recovered_by_polling": 0,
+         "largest_recovery_delay_s": 0.0}
 ARGS: argparse.Namespace
 
 
@@ -85,6 +89,8 @@ class Measured:
         task_poll_output_msg.add_done_callback(lambda _: idle_at.setdefault("t", time.monotonic()))
         watchdog = asyncio.ensure_future(self._hang_watchdog(task_poll_output_msg, idle_at))
         STATS["cells"] += 1
+        channel = self.kc.shell_channel
+        lost_wakeup = self._watch_for_lost_wakeups(channel)
         try:
             reply = await super()._async_poll_for_reply(msg_id, cell, timeout, task_poll_output_msg,
                                                         task_poll_kernel_alive)
@@ -93,10 +99,30 @@ class Measured:
             raise
         finally:
             watchdog.cancel()
+            vars(channel).pop("get_msg", None)
         lag = max(0.0, time.monotonic() - idle_at.get("t", time.monotonic()))
         STATS["late"] += lag > ARGS.late
         STATS["slowest_reply_after_idle_s"] = round(max(STATS["slowest_reply_after_idle_s"], lag), 3)
+        if lost_wakeup["seen"]:
+            STATS["recovered_by_polling"] += 1
+            STATS["largest_recovery_delay_s"] = round(max(STATS["largest_recovery_delay_s"], lag), 3)
         return reply
+
+    @staticmethod
+    def _watch_for_lost_wakeups(channel) -> dict[str, bool]:
+        """Notes a wait on the shell channel that ended empty-handed while a message sat in its socket:
+        the lost wakeup of jupyter/nbclient#312, which segkit's client survives by waiting again."""
+        original, seen = channel.get_msg, {"seen": False}
+
+        async def get_msg(*args, **kwargs):
+            try:
+                return await ensure_async(original(*args, **kwargs))
+            except Empty:
+                seen["seen"] |= bool(channel.socket.get(zmq.EVENTS) & zmq.POLLIN)
+                raise
+
+        channel.get_msg = get_msg
+        return seen
 
     async def _hang_watchdog(self, task_poll_output_msg, idle_at):
         if not isinstance(self, PapermillMeasured):
@@ -166,7 +192,7 @@ def main() -> int:
           f"wide) cells, load {ARGS.load}", flush=True)
     burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(ARGS.load)]
     began = time.monotonic()
-    failures = 0
+    failures, loads = 0, []
     try:
         with current_python_kernel() as kernel:
             for index in range(1, ARGS.notebooks + 1):
@@ -177,15 +203,18 @@ def main() -> int:
                 except Exception as error:  # a watchdog or a client error: counted, and the run goes on
                     failures += 1
                     outcome = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                print(f"notebook {index}: {outcome}; {json.dumps(STATS)}; {time.monotonic() - began:.0f} s",
-                      flush=True)
+                loads.append(os.getloadavg()[0])
+                print(f"notebook {index}: {outcome}; {json.dumps(STATS)}; load average {loads[-1]:.1f}; "
+                      f"{time.monotonic() - began:.0f} s", flush=True)
     finally:
         for burner in burners:
             burner.kill()
             burner.wait()
     print(f"summary: client {ARGS.client}, load {ARGS.load}: {STATS['cells']} cells, {STATS['hangs']} hangs, "
           f"{STATS['late']} late (reply > {ARGS.late:g} s after idle), slowest reply after idle "
-          f"{STATS['slowest_reply_after_idle_s']:.2f} s, {failures} failed notebooks, "
+          f"{STATS['slowest_reply_after_idle_s']:.2f} s, {STATS['recovered_by_polling']} replies recovered by "
+          f"polling (the largest {STATS['largest_recovery_delay_s']:.2f} s after idle), {failures} failed "
+          f"notebooks, load average {min(loads, default=0):.1f}-{max(loads, default=0):.1f}, "
           f"{time.monotonic() - began:.0f} s")
     return 1 if STATS["hangs"] or STATS["late"] or failures else 0
 

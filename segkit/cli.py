@@ -6,7 +6,6 @@ Every user error prints one line, ``segkit: error: ...``, and exits with status 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,7 +148,7 @@ def run_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         if launch.world_size > 1:
             command = launch.command(argv)
             print("launching:", " ".join(command), flush=True)
-            return subprocess.call(command)
+            return launch.run(argv)
     from segkit.engine import train
 
     result = train(spec, run_name=args.run_name, save_folder=args.save_folder, check_data=args.check_data)
@@ -253,9 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SegkitError as error:
         print(f"segkit: error: {one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("segkit: interrupted; run the same command again to resume from the last checkpoint",
-              file=sys.stderr)
+    except KeyboardInterrupt as error:
+        print(f"segkit: {one_line(error) if str(error) else 'interrupted'}; run the same command again to resume "
+              f"from the last checkpoint", file=sys.stderr)
         return 130
     return 0
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import multiprocessing.context
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +32,7 @@ from torchvision import tv_tensors
 
 from segkit.devices import seconds_from_environment
 from segkit.errors import DataError
+from segkit.processes import descendants
 from segkit.transforms import training_labels
 
 #: The splits of ADEChallengeData2016.
@@ -357,8 +357,8 @@ def loader_timeout() -> float:
 
 def stalled_workers() -> dict[int, str]:
     """The processes below this one that are not running or waiting their turn: stopped, or stuck on a disk."""
-    return {pid: state for pid, state in descendant_states().items()
-            if state in ("stopped", "tracing stop", "disk sleep", "zombie")}
+    return {pid: entry.state for pid, entry in descendants().items()
+            if entry.state in ("stopped", "tracing stop", "disk sleep", "zombie")}
 
 
 def stalled_worker_error(error: BaseException, stalled: dict[int, str]) -> DataError | None:
@@ -371,24 +371,6 @@ def stalled_worker_error(error: BaseException, stalled: dict[int, str]) -> DataE
     return DataError(f"the data loader waited {loader_timeout():.0f} s for a batch from {who}; check the data folder's "
                      f"disk (a stalled network mount) and free memory, then run the same command again to resume "
                      f"from the last checkpoint")
-
-
-def descendant_states() -> dict[int, str]:
-    """State (``running``, ``sleeping``, ``stopped``, ...) of every process below this one (Linux's /proc;
-    empty elsewhere): loader workers are children of the fork server, itself a child of this process."""
-    parents, states = {}, {}
-    for stat in Path("/proc").glob("[0-9]*/status"):
-        try:
-            fields = dict(line.split(":\t", 1) for line in stat.read_text().splitlines() if ":\t" in line)
-            pid = int(stat.parent.name)
-            parents[pid], states[pid] = int(fields["PPid"]), fields["State"].split("(")[-1].rstrip(")").strip()
-        except (OSError, KeyError, ValueError):
-            continue
-    below, frontier = set(), {os.getpid()}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - below
-        below |= frontier
-    return {pid: states[pid] for pid in sorted(below)}
 
 
 def sample_bytes(image_size: int) -> int:

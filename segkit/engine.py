@@ -21,9 +21,10 @@ import secrets
 import signal
 import socket
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -562,8 +563,11 @@ def fit(trainer: Trainer, run: Run) -> None:
         return
     try:
         try:
-            trainer.fit()
+            with stops_as_interrupts() as stops:
+                trainer.fit()
         except RuntimeError as error:
+            if stops:  # the interrupt landed inside a library call that turned it into its own error (torch.save)
+                raise KeyboardInterrupt(stop_message(stops[0])) from error
             stuck = stalled_workers()
             stalled = stalled_worker_error(error, stuck)
             if stalled is not None:
@@ -584,6 +588,35 @@ def fit(trainer: Trainer, run: Run) -> None:
             with contextlib.suppress(SegkitError):  # a full disk may refuse this too; the error is raised anyway
                 run.write()
         raise
+
+
+@contextlib.contextmanager
+def stops_as_interrupts() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM raised as KeyboardInterrupt while training, so that ``fit`` records the run as
+    interrupted: Ctrl-C, a notebook's stop, Composer's launcher ending a run whose other process failed, a
+    scheduler. Importing Composer makes both signals ``sys.exit`` (composer/core/engine.py), which would end
+    the run with metrics.json still saying running. Yields the signals received (an interrupt inside
+    ``torch.save`` comes out as torch's RuntimeError). The main thread only: signals are handled there."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt(stop_message(signum))
+
+    before = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def stop_message(signum: int) -> str:
+    return "" if signum == signal.SIGINT else ("stopped by SIGTERM (the launcher ending a run whose other process "
+                                               "failed, or a scheduler)")
 
 
 def save_weights(trainer: Trainer, path: Path) -> None:

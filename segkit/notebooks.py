@@ -28,7 +28,6 @@ import ctypes
 import gc
 import json
 import math
-import subprocess
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -165,14 +164,16 @@ class Job:
         recipe_file.write_text(recipe.to_yaml())
         argv = self.spec(recipe).train_argv(run_name, self.save_folder, str(recipe_file))
         seen = 0
-        with subprocess.Popen(self.launch.command(argv), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
-            for line in process.stdout:  # rank 0 prints a line per evaluation: poll the history then
-                print(line, end="", flush=True)
-                seen = feed_history(folder, curves, seen)
-        seen = feed_history(folder, curves, seen)
-        if process.returncode != 0:
-            raise RunError(f"training through Composer's launcher failed (exit status {process.returncode}); "
+
+        def show(line: str) -> None:  # rank 0 prints a line per evaluation: poll the history then
+            nonlocal seen
+            print(line, end="", flush=True)
+            seen = feed_history(folder, curves, seen)
+
+        status = self.launch.run(argv, on_line=show)
+        feed_history(folder, curves, seen)
+        if status != 0:
+            raise RunError(f"training through Composer's launcher failed (exit status {status}); "
                            f"its output is above")
         return RunResult.of(Run.load(folder), resumed=False)
 

@@ -13,12 +13,13 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from segkit import recipes
 from segkit.errors import ConfigError
+from segkit.processes import run_launcher
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
 
@@ -149,6 +150,11 @@ class Launch:
                    "--base_rank", str(self.node_rank * self.gpus), "--master_addr", self.master_addr]
         command += ["--master_port", str(self.master_port)] if self.master_port else []
         return [*command, "-m", "segkit", *argv]
+
+    def run(self, argv: Sequence[str], on_line: Callable[[str], None] | None = None) -> int:
+        """Run ``command(argv)`` until the launcher ends, and its processes with it
+        (``segkit.processes.run_launcher``); returns the launcher's exit status."""
+        return run_launcher(self.command(argv), on_line)
 
 
 def plan_launch(profile: Profile, gpus: int | None = None, nodes: int = 1, node_rank: int = 0,

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from segkit.processes import descendants
 from segkit.scenes import write_scenes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,16 +88,4 @@ def run_segkit(*args: str, cwd: Path | None = None, timeout: float = 300) -> sub
 
 def process_tree(root: int) -> dict[int, int]:
     """pid -> parent pid of every process below ``root``, nearest first (Linux /proc)."""
-    parents = {}
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            parents[int(status.parent.name)] = int(next(line.split()[1] for line in status.read_text().splitlines()
-                                                        if line.startswith("PPid:")))
-        except (OSError, StopIteration, ValueError):
-            continue
-    below, frontier = {}, {root}
-    while frontier:
-        found = {pid: parent for pid, parent in parents.items() if parent in frontier and pid not in below}
-        below.update(found)
-        frontier = set(found)
-    return below
+    return {pid: entry.parent for pid, entry in descendants(root).items()}

@@ -248,3 +248,45 @@ def test_a_node_lost_without_a_word_stops_the_other_in_one_line_within_the_bound
     port = free_port()
     finish([node(rank, port) for rank in (0, 1)])
     assert Run.load(tmp_path / "lost").status == "finished"
+
+
+def gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (a zombie waiting for a parent that does not reap it has ended too)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("killed", ["launcher", "training process"])
+def test_a_killed_launcher_or_training_process_ends_the_command_its_processes_and_the_run(tmp_path, scenes_root,
+                                                                                          killed):
+    """``segkit train --gpus 2``: SIGKILL to Composer's launcher (the out-of-memory killer's choice) or to one of
+    its two training processes. The command returns within its bound (the launcher's own clean-up, or segkit's
+    GRACE_SECONDS twice), no training process is left running, and metrics.json says interrupted."""
+    cli = subprocess.Popen(
+        segkit_command("train", "--recipe", "baseline", "--profile", "tiny", "--duration", "40ep", "--data",
+                       str(scenes_root), "--save-folder", str(tmp_path), "--run-name", "killed", "--gpus", "2"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(), start_new_session=True)
+    metrics = tmp_path / "killed" / "metrics.json"
+    deadline = time.monotonic() + 300
+    while not (metrics.is_file() and json.loads(metrics.read_text()).get("history")):
+        assert time.monotonic() < deadline and cli.poll() is None, "no evaluation within 300 s"
+        time.sleep(0.2)
+    tree = process_tree(cli.pid)
+    launcher = next(pid for pid, parent in tree.items() if parent == cli.pid)
+    trainers = [pid for pid, parent in tree.items() if parent == launcher]
+    assert len(trainers) == 2, tree
+    os.kill(launcher if killed == "launcher" else trainers[1], signal.SIGKILL)
+    started = time.monotonic()
+    try:
+        output = cli.communicate(timeout=120)[0]
+        waited = time.monotonic() - started
+        left = [pid for pid in trainers if not gone(pid)]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(cli.pid, signal.SIGKILL)  # whatever is left of the command's process group
+        cli.communicate()
+    assert cli.returncode != 0 and not left, (cli.returncode, left, output[-3000:])
+    assert waited < 45, (waited, output[-2000:])  # measured: about 1 s (training process) and 11 s (launcher)
+    assert json.loads(metrics.read_text())["status"] == "interrupted", output[-3000:]
