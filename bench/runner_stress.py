@@ -110,16 +110,21 @@ class Measured:
 
     @staticmethod
     def _watch_for_lost_wakeups(channel) -> dict[str, bool]:
-        """Notes a wait on the shell channel that ended empty-handed while a message sat in its socket:
-        the lost wakeup of jupyter/nbclient#312, which segkit's client survives by waiting again."""
+        """Notes the lost wakeup of jupyter/nbclient#312 on the shell channel, which segkit's client survives
+        by waiting in slices: a wait that ends empty-handed while a message sits in the socket, or one that
+        returns its message only when its slice runs out (a wakeup that came would have returned it at once)."""
         original, seen = channel.get_msg, {"seen": False}
 
         async def get_msg(*args, **kwargs):
+            timeout, began = kwargs.get("timeout"), time.monotonic()
             try:
-                return await ensure_async(original(*args, **kwargs))
+                message = await ensure_async(original(*args, **kwargs))
             except Empty:
                 seen["seen"] |= bool(channel.socket.get(zmq.EVENTS) & zmq.POLLIN)
                 raise
+            if timeout and time.monotonic() - began >= 0.95 * timeout:
+                seen["seen"] = True
+            return message
 
         channel.get_msg = get_msg
         return seen

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from segkit.runs import Run
+from segkit.verdicts import Verdict, verdict
 
 
 @dataclass(frozen=True)
@@ -145,3 +146,42 @@ CLAIMS = {
     "hot": Claim("hot", "final mIoU gain", "gains +4.58 mIoU over the baseline, in any time", 4.58, "mIoU",
                  final_gain),
 }
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """One claim as the kit's own study measured it: a value per held-out seed, against one baseline.
+
+    The study's runs are on the ``cpu`` profile; the same seed gives another value on another machine
+    (floating-point order), so values from different machines are kept apart, never pooled.
+    """
+
+    recipe: str
+    baseline: str  # "CE + Dice" (the kit's baseline, as MosaicML's code) or "CE only" (the article's, apparently)
+    seeds: tuple[int, ...]
+    values: tuple[float | None, ...]  # in the claim's unit; None: not reached on that seed
+    source: str  # the study's page, and its machine
+
+    def verdict(self) -> Verdict:
+        return verdict(self.values, CLAIMS[self.recipe].unit)
+
+
+_STUDY_A = "docs/recipe-study.md (machine A, 2026-11-27)"
+_STUDY_B = "docs/recipe-study-like-for-like.md (machine B, 2026-12-01)"
+#: The per-seed values of the kit's studies, as their pages print them (tests/test_teaching.py checks it).
+STUDY = (
+    StudyResult("mild", "CE + Dice", (101, 102, 103), (None, None, None), _STUDY_A),
+    StudyResult("medium", "CE + Dice", (101, 102, 103), (-4.86, -2.91, -4.50), _STUDY_A),
+    StudyResult("hot", "CE + Dice", (101, 102, 103), (0.01, 1.85, 2.13), _STUDY_A),
+    StudyResult("mild", "CE + Dice", (101, 102), (None, None), _STUDY_B),
+    StudyResult("medium", "CE + Dice", (101, 102), (-4.26, -2.25), _STUDY_B),
+    StudyResult("hot", "CE + Dice", (101, 102), (2.93, 1.74), _STUDY_B),
+    StudyResult("mild", "CE only", (101, 102), (None, None), _STUDY_B),
+    StudyResult("medium", "CE only", (101, 102), (-1.11, 0.92), _STUDY_B),
+    StudyResult("hot", "CE only", (101, 102), (6.08, 4.91), _STUDY_B),
+)
+
+
+def study_results(recipe: str) -> list[StudyResult]:
+    """The study's results for ``recipe``'s claim, in ``STUDY``'s order."""
+    return [result for result in STUDY if result.recipe == recipe]

@@ -390,6 +390,23 @@ def ema_against_raw_figure(run: Run) -> go.Figure:
     return figure
 
 
+def budget_curve_figure(final_miou: dict[float, float], mild: tuple[float, float] | None = None) -> go.Figure:
+    """Final mIoU against training budget (a share of the baseline's steps), one point per run, each run with
+    its schedule compressed into its budget; ``mild``: (its passes as a share of the baseline's, its mIoU)."""
+    shares = sorted(final_miou)
+    figure = go.Figure(go.Scatter(
+        x=shares, y=[final_miou[share] for share in shares], mode="lines+markers+text", name="baseline, compressed",
+        text=[f"{final_miou[share] / final_miou[1.0]:.3f} of full" if 1.0 in final_miou and share < 1 else ""
+              for share in shares], textposition="bottom right", line={"color": recipe_color("baseline")}))
+    if mild is not None:
+        figure.add_trace(go.Scatter(x=[mild[0]], y=[mild[1]], mode="markers", name="mild (its passes)",
+                                    marker={"color": recipe_color("mild"), "size": 12, "symbol": "diamond"}))
+    figure.update_layout(title="The budget curve: each point a whole run, its cosine schedule compressed into "
+                               "its budget", xaxis_title="training budget (share of the baseline's steps)",
+                         yaxis_title="final validation mIoU", xaxis={"range": [0, 1.05]}, height=360, **LAYOUT)
+    return figure
+
+
 def sharpness_figure(results: dict[str, dict[str, Any]], rho: float) -> go.Figure:
     """Loss increase at radius rho per run: random directions (mean) and SAM's ascent direction."""
     names = list(results)

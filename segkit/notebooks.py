@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import json
 import math
@@ -56,6 +57,19 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 #: Names IPython itself puts in a notebook's namespace (they are not parameters).
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 _LITERALS = (str, int, float, bool, type(None), list, dict, tuple)
+
+
+PRETRAINING = {"imagenet": "ImageNet", "scenes": "generated scenes (segkit.pretraining)", None: "none (random)"}
+
+#: Budgets of the baseline's budget curve, as shares of its steps: mild trains about a fifth (25 of 128 epochs).
+BUDGET_SHARES = (0.2, 0.4, 1.0)
+
+
+def ce_only_recipe() -> Recipe:
+    """The baseline as the recipe lab's Dice switch turns it off: cross-entropy alone, at weight 1 (named
+    ``custom``, as the lab names an edit, so that the lab's run and notebook 00's are the same run)."""
+    switch = recipes.SWITCHES["dice"]
+    return dataclasses.replace(recipes.baseline(), name="custom", dice_weight=switch.off, **switch.off_settings)
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,88 @@ class Job:
 
     def run_folder(self, recipe: Recipe | None = None) -> Path:
         return Path(self.save_folder).expanduser() / self.run_name_for(recipe)
+
+    def total_steps(self, recipe: Recipe | None = None) -> int:
+        """Optimizer steps of ``recipe``'s run on this job (the ``duration`` parameter, or the scaled recipe)."""
+        duration = self.duration or f"{self.spec(recipe).scaled_recipe().epochs}ep"
+        count = int(duration[:-2])
+        return count if duration.endswith("ba") else count * self.steps_per_epoch
+
+    def regime_table(self) -> Table:
+        """The reference's training problem beside this job's: what differs when a claim does or does not show."""
+        from segkit.explain import feature_map_side
+        from segkit.scenes import CLASS_NAMES
+        from segkit.tables import Table
+
+        reference, here = get_profile("a100"), self.settings
+        scaled = [self.spec(recipes.baseline()).scaled_recipe(), recipes.baseline()]  # a100 is the reference's scale
+        baseline = self.baseline_run()
+
+        def described(profile: Profile, recipe: Recipe, steps_per_epoch: int, data: str, hardware: str,
+                      time: str) -> list[str]:
+            side = feature_map_side(profile.backbone, profile.output_stride, profile.image_size)
+            return [f"{profile.image_size} px", f"{profile.output_stride}: a {side} × {side} feature map",
+                    profile.backbone, data, f"{profile.global_batch_size}, lr {recipe.lr:g}",
+                    f"{recipe.epochs} epochs, {recipe.epochs * steps_per_epoch:,} steps",
+                    PRETRAINING.get(profile.weights, str(profile.weights)), hardware, time]
+
+        scenes = self.data_root == "" and here.default_data == "scenes"
+        here_data = (f"{here.scenes_train_images} generated scenes, {len(CLASS_NAMES)} classes" if scenes else
+                     f"{self.data_root} ({len(baseline.info['data']['class_names'])} classes)" if baseline else
+                     str(self.data_root))
+        rows = [[name, published, mine] for name, published, mine in zip(
+            ["image size", "output stride", "backbone", "training images, classes", "batch, learning rate",
+             "baseline's length", "backbone pretraining", "hardware", "baseline's time"],
+            described(reference, scaled[1], recipes.REFERENCE_STEPS_PER_EPOCH, "20,206 ADE20k images, 150 classes",
+                      "8xA100", "3.5 h (published)"),
+            described(here, scaled[0], self.steps_per_epoch, here_data, "CPU" if here.device == "cpu" else "GPU",
+                      f"{baseline.final['wall_time']:.0f} s (your run)" if baseline else "not run yet"),
+            strict=True)]
+        return Table(["", "reference (a100)", f"here ({here.name})"], rows,
+                     caption="The reference's problem and this one",
+                     notes=["Notebooks 01-04 come back to this table when a claim does or does not show here. "
+                            "The backbone pretraining is ImageNet in the reference; on the cpu profile a ResNet-10 "
+                            "pretrained on generated scenes (segkit.pretraining), as nothing is downloaded."])
+
+    def train_ce_only(self) -> RunResult:
+        """The baseline with cross-entropy alone at weight 1 (the lab's Dice switch off): the baseline the
+        article's published gains were apparently measured against. Notebook 04 measures the claims against it."""
+        return self.train(ce_only_recipe())
+
+    def budget_curve(self, train_missing: bool | None = None) -> go.Figure:
+        """The baseline's budget curve: final mIoU against training budget, one run per budget in
+        ``BUDGET_SHARES`` with the whole schedule (cosine to zero) compressed into it, as Li et al. 2020
+        (*Budgeted Training*) measure it; mild's run on it when there is one.
+
+        Finished runs are reused. ``train_missing``: train the missing budgets here (None: on a CPU profile,
+        where they take minutes; on a GPU profile they would take hours of the job's GPUs).
+        """
+        from segkit import explain
+        from segkit.comparison import cost_ratio
+        from segkit.engine import train
+
+        train_missing = self.settings.device == "cpu" if train_missing is None else train_missing
+        full_steps, points, missing = self.total_steps(recipes.baseline()), {}, []
+        for share in BUDGET_SHARES:
+            steps = max(1, round(share * full_steps))
+            spec = self.spec(recipes.baseline())
+            if steps != full_steps:
+                spec = dataclasses.replace(spec, duration=f"{steps}ba")
+            folder = Path(self.save_folder).expanduser() / spec.run_name
+            run = Run.load(folder) if (folder / METRICS_FILE).is_file() else None
+            if (run is None or run.status != "finished") and train_missing:
+                run = train(spec, save_folder=self.save_folder, print_progress=False, progress_bar=False).run
+                print(f"{spec.run_name}: {steps} of {full_steps} steps, final mIoU {run.final['miou']:.2f}")
+            if run is None or run.status != "finished":
+                missing.append(f"{spec.run_name} ({steps} steps)")
+                continue
+            points[steps / full_steps] = run
+        if missing:
+            print(f"not trained yet: {', '.join(missing)}; job.budget_curve(train_missing=True) trains them")
+        mild = self.finished_runs().get(self.spec(recipes.mild()).run_name)
+        full = points.get(1.0)
+        mild_point = (cost_ratio(full, mild, "passes"), mild.final["miou"]) if mild and full else None
+        return explain.budget_curve_figure({share: run.final["miou"] for share, run in points.items()}, mild_point)
 
     def baseline_run(self) -> Run | None:
         """The finished baseline run of the same profile, seed and duration in ``save_folder``, if any."""
@@ -275,13 +371,9 @@ class Results:
         return run if run.status == "finished" and run.history else None
 
     def ce_only_baseline(self) -> Run | None:
-        """The finished baseline trained with cross-entropy alone in notebook 00's lab (the Dice switch
-        off), with these parameters, if there is one."""
-        from segkit.recipe_editor import RecipeEditor
-
-        editor = RecipeEditor("baseline")
-        editor.set("dice", False)
-        return self.finished_run(editor.recipe)
+        """The finished baseline trained with cross-entropy alone (notebook 00, or its lab with the Dice
+        switch off), with these parameters, if there is one."""
+        return self.finished_run(ce_only_recipe())
 
 
 def start_results(namespace: dict[str, Any]) -> Results:

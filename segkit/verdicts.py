@@ -14,10 +14,12 @@ A seed where the claim could not be measured (mild never reached the baseline's 
 to average: the verdict counts it, and with any such seed a speedup cannot "hold".
 
 Example:
-    >>> print(verdict([0.01, 2.93, 1.05]).text())
-    +1.33 ± 1.48 (3 seeds; 95% interval -2.34 to +5.00): inconclusive
-    >>> print(verdict([5.0, 6.3, 5.2]).text())
-    +5.50 ± 0.70 (3 seeds; 95% interval +3.75 to +7.25): holds
+    >>> print(verdict([0.01, 1.85, 2.13]).text())  # hot's gain in docs/recipe-study.md, seeds 101-103
+    +1.33 ± 1.15 (3 seeds; 95% interval -1.53 to +4.19): inconclusive
+    >>> print(verdict([-4.86, -2.91, -4.50]).text())  # medium's gain at the baseline's cost, the same seeds
+    -4.09 ± 1.04 (3 seeds; 95% interval -6.67 to -1.51): contradicts
+    >>> print(verdict([None, None], unit="x").text())  # mild's speedup: never reached the baseline's mIoU
+    not reached in any of 2 seeds: contradicts
     >>> print(verdict([0.8]).text())
     +0.80 (1 seed): one seed: anecdotal
 """
@@ -104,7 +106,7 @@ class Verdict:
     def text(self) -> str:
         """``mean ± sd (n seeds; 95% interval low to high): word``, in one line."""
         if self.n == 0:
-            return f"not reached in any of {self.missing} seeds"
+            return f"not reached in any of {self.missing} seeds: {self.word}"
         seeds = f"{self.n} seed{'s' if self.n > 1 else ''}"
         if self.missing:
             seeds += f", not reached in {self.missing} more"

@@ -44,7 +44,12 @@ def test_the_claims_table_measures_each_claim_on_both_axes(runs):
     rows = {row[0]: row for row in table.rows}
     assert rows["mild"][2] == "5.40x" and rows["mild"][4] == "3.75x"  # 30 s against 8 s to reach 40
     assert rows["medium"][3] == "-15.00"  # within the baseline's 30 passes: medium's evaluation at 20 (25 mIoU)
-    assert rows["hot"][3] == "+10.00" and rows["hot"][5] == "yes"
+    assert rows["hot"][3] == "+10.00"
+    # the study's columns: its per-seed values through segkit.verdicts, whatever these runs say
+    assert rows["hot"][5] == "+1.33 ± 1.15 (3 seeds; 95% interval -1.53 to +4.19): inconclusive"
+    assert rows["hot"][6].endswith("(2 seeds; 95% interval -1.94 to +12.93): inconclusive")
+    assert rows["mild"][5] == "not reached in any of 3 seeds: contradicts"
+    assert rows["medium"][5].endswith(": contradicts")
     assert results.claims_table({"hot": runs["hot"]}).rows[2][3] == "no run"
 
 
@@ -68,10 +73,10 @@ def test_the_augmentation_table_adds_mmsegmentation_on_a100_only():
 
 def test_the_claims_table_adds_a_column_against_a_ce_only_baseline(runs):
     without = results.claims_table(runs)
-    assert len(without.columns) == 6 and "Dice switch off" in " ".join(without.notes)
+    assert len(without.columns) == 7 and "notebook 00 trains it" in " ".join(without.notes)
     ce_only = run("custom", [15.0, 25.0, 35.0])  # lower than the CE + Dice baseline's 40
     table = results.claims_table(runs, ce_only)
     rows = {row[0]: row for row in table.rows}
-    assert table.columns[-1] == "here, against CE only (passes)"
-    assert rows["hot"][6] == "+15.00" and rows["hot"][3] == "+10.00"  # 50 against 35, and against 40
-    assert rows["medium"][6] == "-10.00"  # medium's 25 within the baseline's 30 passes, against 35 (not 40)
+    assert table.columns[-1] == "here, vs your CE only (passes)"
+    assert rows["hot"][7] == "+15.00" and rows["hot"][3] == "+10.00"  # 50 against 35, and against 40
+    assert rows["medium"][7] == "-10.00"  # medium's 25 within the baseline's 30 passes, against 35 (not 40)
