@@ -1,6 +1,6 @@
 """The data pipeline: images per second that one loader worker makes with the reference's augmentation.
 
-The reference trained 128 epochs of ADE20k's 20,210 training images in 3.5 hours on 8 A100s: about
+The reference trained 128 epochs of 20,096 ADE20k training images (157 batches of 128) in 3.5 hours on 8 A100s: about
 26 images per second per GPU, which the GPU's loader workers must supply. This measures what one
 worker makes: one process, ``num_workers=0``, torch limited to one thread (as DataLoader workers are),
 on generated ADE-sized pairs (683 x 512 JPEGs, quality 90, and 8-bit PNG labels of the built-in
@@ -46,8 +46,8 @@ from segkit.profiles import get_profile
 from segkit.scenes import render_scene
 from segkit.transforms import MEAN, train_transform
 
-#: The reference job: 128 epochs of 20,210 images in 3.5 hours on 8 GPUs.
-REFERENCE_EPOCHS, ADE20K_TRAIN_IMAGES, REFERENCE_HOURS, REFERENCE_GPUS = 128, 20210, 3.5, 8
+#: The reference job: 128 epochs of 20,096 images (157 batches of 128) in 3.5 hours on 8 GPUs.
+REFERENCE_EPOCHS, ADE20K_TRAIN_IMAGES, REFERENCE_HOURS, REFERENCE_GPUS = 128, 20096, 3.5, 8
 TARGET_IMAGES_PER_SECOND = 6.5
 #: ADE20k's typical image: 683 x 512 (width x height); the generated JPEGs' quality.
 ADE_WIDTH, ADE_HEIGHT, JPEG_QUALITY = 683, 512, 90

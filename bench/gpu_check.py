@@ -80,8 +80,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-#: One reference epoch: ADE20k's training images, and the GPUs of the reference job.
-REFERENCE_EPOCH_IMAGES = 20_210
+#: One reference epoch: the images it trains on (157 batches of 128), and the GPUs of the reference job.
+REFERENCE_EPOCH_IMAGES = 20_096
 REFERENCE_GPUS = 8
 #: Dense tensor-core peaks in TFLOP/s for bf16 and fp16 (equal on these), from NVIDIA's datasheets,
 #: by a part of the device name; the first match counts, so the more specific names come first.
