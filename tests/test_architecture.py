@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "segkit"
 #: Each module's layer, lowest first (docs/architecture.md draws them). A module may import its own
 #: layer and those below it, never one above.
 LAYERS = {
-    "errors": 0, "colab": 0, "cache": 0,
+    "errors": 0, "colab": 0, "cache": 0, "processes": 0, "verdicts": 0,
     # data, model and loss: plain PyTorch
     "transforms": 1, "data": 1, "scenes": 1, "model": 1, "losses": 1, "metrics": 1, "functional": 1,
     "checkpoints": 1, "pretraining": 1, "devices": 1,

@@ -22,7 +22,7 @@ from segkit.errors import ConfigError, DataError, SegkitError
 from segkit.headless import run_all
 from segkit.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK, Job, check_parameters
 from segkit.plots import PLOTLY_MIME
-from segkit.runs import Run
+from segkit.runs import Run, find_runs
 from tests.conftest import REPO
 
 SMOKE = {"profile": "tiny", "duration": "2ba"}
@@ -134,7 +134,9 @@ def test_results_notebook_compares_the_four_runs(main_job):
     assert {trace["name"] for trace in figure["data"]} >= {"hot, published (8xA100)", "baseline, this run "
                                                           "(baseline-tiny-seed17-2ba)"}
     claims = cell_with(book, "results.claims_table(runs").outputs[0]["data"]["text/html"]
-    assert "5.40x" in claims and "+4.58" in claims and "the Dice switch off" in claims  # no CE-only run yet
+    assert "5.40x" in claims and "+4.58" in claims
+    assert "here, vs your CE only (passes)" in claims  # 00 trained the CE-only baseline
+    assert "(3 seeds; 95% interval -1.53 to +4.19): inconclusive" in claims  # the study's verdict on hot
     augmented = cell_with(book, "augmented = results.evaluations").outputs[0]["data"]["text/html"]
     assert "multi-scale + flip" in augmented and augmented.count("<tr>") == 1 + 4
 
@@ -338,3 +340,20 @@ def test_release_memory_frees_a_large_value_and_keeps_what_the_checks_read(capsy
     line = capsys.readouterr().out
     assert line.count("\n") == 1 and "after freeing held and the output cache" in line
     assert "shut this kernel down (Kernel > Shut Down Kernel) when you leave this notebook" in line
+
+
+def test_the_baseline_notebook_draws_the_budget_curve_and_trains_the_ce_only_baseline(main_job):
+    """00's knee cell trains the baseline compressed into a share of its steps (here 1 of the smoke run's 2)
+    and draws final mIoU against budget; its CE-only cell leaves the run that 04 measures the claims against."""
+    out, outcomes = main_job
+    book = nbformat.read(next(o for o in outcomes if o.notebook == "00_baseline").output, as_version=4)
+    figure = next(o for o in cell_with(book, "job.budget_curve()").outputs if PLOTLY_MIME in o.get("data", {}))
+    curve = figure["data"][PLOTLY_MIME]["data"][0]
+    compressed = Run.load(out / "runs" / "baseline-tiny-seed17-1ba")
+    full = Run.load(out / "runs" / "baseline-tiny-seed17-2ba")
+    assert compressed.status == "finished" and compressed.history[-1]["step"] == 1
+    assert list(curve["x"]) == [0.5, 1.0]
+    assert list(curve["y"]) == [compressed.final["miou"], full.final["miou"]]
+    ce_only = [run for name, run in find_runs(out / "runs").items() if name.startswith("custom-")]
+    assert len(ce_only) == 1 and ce_only[0].info["recipe"]["dice_weight"] == 0
+    assert ce_only[0].info["recipe"]["ce_weight"] == 1.0 and ce_only[0].status == "finished"
