@@ -24,6 +24,7 @@ from pathlib import Path
 
 from segkit import recipes
 from segkit.engine import train
+from segkit.runs import Run
 from segkit.verdicts import verdict
 
 CONTROLS = {
@@ -52,17 +53,31 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[101, 102])
     parser.add_argument("--runs", type=Path, default=Path("/tmp/controls"))
     parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: report the finished runs")
     args = parser.parse_args()
     print(f"controls on {args.profile}, seeds {args.seeds}: {platform.machine()}, python {platform.python_version()}",
           flush=True)
     final: dict[str, dict[int, float]] = {}
     for seed in args.seeds:
         for label, recipe in CONTROLS.items():
-            result = train(recipe, "scenes", args.profile, seed=seed, save_folder=args.runs,
-                           run_name=f"{recipe.name}-seed{seed}", print_progress=False)
-            final.setdefault(label, {})[seed] = result.miou
-            print(f"seed {seed} {label:26s} mIoU {result.miou:6.2f}  {result.wall_time:6.0f} s "
-                  f"({result.run.info['plan']['epochs']} epochs)", flush=True)
+            folder = args.runs / f"{recipe.name}-seed{seed}"
+            if args.report_only:
+                if not (folder / "model.pt").is_file():
+                    continue
+                run = Run.load(folder)
+                miou, seconds = run.final["miou"], run.final["wall_time"]
+            else:
+                result = train(recipe, "scenes", args.profile, seed=seed, save_folder=args.runs,
+                               run_name=folder.name, print_progress=False)
+                run, miou, seconds = result.run, result.miou, result.wall_time
+            final.setdefault(label, {})[seed] = miou
+            print(f"seed {seed} {label:26s} mIoU {miou:6.2f}  {seconds:6.0f} s ({run.info['plan']['epochs']} epochs)",
+                  flush=True)
+    seeds = [seed for seed in args.seeds if all(seed in by_seed for by_seed in final.values())
+             and len(final) == len(CONTROLS)]
+    if seeds != args.seeds:
+        print(f"seeds with every control finished: {seeds}", flush=True)
+    args.seeds = seeds
     print("\n| run | " + " | ".join(f"seed {seed}" for seed in args.seeds) + " |")
     print("|---|" + "---|" * len(args.seeds))
     for label, by_seed in final.items():

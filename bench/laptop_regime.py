@@ -48,7 +48,7 @@ CANDIDATES = {
     "C6": (96, "resnet10", 16, 128, 16, 400, 9, 0.08),  # larger crops (6x6 features at stride 16)
     "C7": (64, "resnet10", 16, 64, 16, 400, 20, 0.08),  # narrower head
     "C8": (64, "resnet10", 16, 128, 16, 400, 20, 0.02),  # lr 4x lower (closer to linear scaling)
-    "C9": (64, "resnet10", 8, 64, 16, 400, 10, 0.08),  # output stride 8: 8x8 features, ASPP sees the image
+    "C9": (64, "resnet10", 8, 64, 16, 400, 10, 0.08),  # stride 8: 8x8 map, ASPP branches 1x1
     "C10": (64, "resnet18", 16, 128, 16, 400, 12, 0.08),  # deeper backbone
 }
 #: Round 2, added after round 1 (C1-C10) showed no candidate past its knee (the best 20%/full ratio

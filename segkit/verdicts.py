@@ -27,11 +27,17 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 HOLDS, INCONCLUSIVE, CONTRADICTS, ANECDOTAL = "holds", "inconclusive", "contradicts", "one seed: anecdotal"
+
+_NUMBER = r"[+-]\d+\.\d\d"
+#: ``Verdict.text()`` with an interval, as prose quotes it (line breaks allowed): the tests find each one.
+QUOTED = re.compile(rf"{_NUMBER}\s+±\s+\d+\.\d\d\s+\(\d+\s+seeds;\s+95%\s+interval\s+{_NUMBER}\s+to\s+{_NUMBER}\):"
+                    rf"\s+(?:{HOLDS}|{INCONCLUSIVE}|{CONTRADICTS})")
 
 # t(0.975, df): the two-sided 95% quantile of Student's t for df = 1 .. 30 degrees of freedom.
 _T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,

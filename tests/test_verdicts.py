@@ -63,9 +63,7 @@ def test_the_study_values_are_the_study_pages_own():
 
 def quoted_verdicts() -> list[tuple[str, str]]:
     """Every verdict with an interval quoted in the notebooks, README and docs: (where, text)."""
-    number = r"[+-]\d+\.\d\d"
-    pattern = re.compile(rf"{number}\s+±\s+\d+\.\d\d\s+\(\d+\s+seeds;\s+95%\s+interval\s+{number}\s+to\s+"
-                         rf"{number}\):\s+(?:holds|inconclusive|contradicts)")
+    pattern = verdicts.QUOTED
     sources = {path.name: nbformat.read(path, as_version=4) for path in sorted(NOTEBOOKS_DIR.glob("*.ipynb"))}
     texts = {name: "\n".join(cell.source for cell in book.cells) for name, book in sources.items()}
     texts.update({path.name: path.read_text() for path in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]})
