@@ -288,5 +288,5 @@ def test_a_killed_launcher_or_training_process_ends_the_command_its_processes_an
             os.killpg(cli.pid, signal.SIGKILL)  # whatever is left of the command's process group
         cli.communicate()
     assert cli.returncode != 0 and not left, (cli.returncode, left, output[-3000:])
-    assert waited < 45, (waited, output[-2000:])  # measured: about 1 s (training process) and 11 s (launcher)
+    assert waited < 45, (waited, output[-2000:])  # the launcher's clean-up (30 s at most) or 2 x GRACE_SECONDS
     assert json.loads(metrics.read_text())["status"] == "interrupted", output[-3000:]
