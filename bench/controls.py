@@ -85,7 +85,8 @@ def main() -> int:
     print("\n| difference | per seed | verdict |")
     print("|---|---|---|")
     for what, run, against in COMPARISONS:
-        differences = [final[run][seed] - final[against][seed] for seed in args.seeds]
+        # as printed, so that the verdict can be computed again from the table
+        differences = [round(final[run][seed] - final[against][seed], 2) for seed in args.seeds]
         print(f"| {what} ({run} - {against}) | {', '.join(f'{d:+.2f}' for d in differences)} | "
               f"{verdict(differences).text()} |")
     return 0

@@ -168,6 +168,7 @@ class StudyResult:
 
 _STUDY_A = "docs/recipe-study.md (machine A, 2026-11-27)"
 _STUDY_B = "docs/recipe-study-like-for-like.md (machine B, 2026-12-01)"
+_CONTROLS_C = "docs/recipe-study-controls.md (machine C, 2026-12-04)"
 #: The per-seed values of the kit's studies, as their pages print them (tests/test_teaching.py checks it).
 STUDY = (
     StudyResult("mild", "CE + Dice", (101, 102, 103), (None, None, None), _STUDY_A),
@@ -179,6 +180,10 @@ STUDY = (
     StudyResult("mild", "CE only", (101, 102), (None, None), _STUDY_B),
     StudyResult("medium", "CE only", (101, 102), (-1.11, 0.92), _STUDY_B),
     StudyResult("hot", "CE only", (101, 102), (6.08, 4.91), _STUDY_B),
+    StudyResult("hot", "CE + Dice", (101, 102), (0.92, 1.88), _CONTROLS_C),
+    StudyResult("hot", "CE only", (101, 102), (6.09, 4.92), _CONTROLS_C),
+    # the control for hot's length: the baseline recipe trained as long as hot
+    StudyResult("hot", "baseline at hot's length", (101, 102), (-2.98, -2.95), _CONTROLS_C),
 )
 
 

@@ -49,9 +49,15 @@ def per_seed_rows(page: str) -> dict[int, list[str]]:
 def test_the_study_values_are_the_study_pages_own():
     """segkit.comparison.STUDY holds what the pages print, seed by seed."""
     columns = {"mild": 1, "medium": 3, "hot": 4}  # mild speedup (passes), medium gain, hot gain
+    controls = {"CE + Dice": "| hot against the baseline (", "CE only": "| hot against the baseline without Dice (",
+                "baseline at hot's length": "| hot against the baseline at hot's length ("}
     for result in STUDY:
         claim = CLAIMS[result.recipe]
-        if result.baseline == "CE + Dice":
+        if "recipe-study-controls.md" in result.source:
+            row = next(line for line in (REPO / "docs/recipe-study-controls.md").read_text().splitlines()
+                       if line.startswith(controls[result.baseline]))
+            printed = [value.strip() for value in row.split("|")[2].split(",")]
+        elif result.baseline == "CE + Dice":
             rows = per_seed_rows(result.source.split()[0].removeprefix("docs/"))
             printed = [rows[seed][columns[result.recipe]] for seed in result.seeds]
         else:
@@ -70,8 +76,21 @@ def quoted_verdicts() -> list[tuple[str, str]]:
     return [(name, " ".join(found.split())) for name, text in texts.items() for found in pattern.findall(text)]
 
 
+def controls_table() -> list[tuple[list[float], str]]:
+    """The controls page's differences: (per-seed values, the verdict printed beside them)."""
+    rows = [line.split("|") for line in (REPO / "docs/recipe-study-controls.md").read_text().splitlines()
+            if line.startswith("| ") and "seeds; 95% interval" in line]
+    return [([float(value) for value in cells[2].split(",")], cells[3].strip()) for cells in rows]
+
+
+def test_the_controls_page_prints_the_verdicts_of_its_own_values():
+    table = controls_table()
+    assert len(table) == 7
+    assert [printed for _, printed in table] == [verdicts.verdict(values).text() for values, _ in table]
+
+
 def test_every_quoted_verdict_is_one_the_study_gives():
-    computed = {result.verdict().text() for result in STUDY}
+    computed = {result.verdict().text() for result in STUDY} | {printed for _, printed in controls_table()}
     quoted = quoted_verdicts()
     assert len(quoted) >= 4  # 02, 03 and more quote them
     assert [(where, text) for where, text in quoted if text not in computed] == []
