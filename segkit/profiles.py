@@ -75,12 +75,12 @@ def gpu_epoch_scale(flops_per_second: float = GPU_THROUGHPUT_ASSUMPTION) -> floa
     """The epoch_scale at which the baseline trains ``GPU_BASELINE_SECONDS`` on one GPU that sustains
     ``flops_per_second``: the images it trains in that time over the reference baseline's images.
 
-    At the assumed 40 TFLOP/s: 3,600 s x 40 TFLOP/s / 1.52 TFLOP = 94,600 images, over 128 x 20,210:
-    0.0366, so the baseline's 128 epochs become 5 (1.07 h) and hot's 240 become 9.
+    At the assumed 40 TFLOP/s: 3,600 s x 40 TFLOP/s / 1.52 TFLOP = 94,600 images, over 128 x 20,096:
+    0.0368, so the baseline's 128 epochs become 5 (1.06 h) and hot's 240 become 9.
 
     Example:
         >>> round(gpu_epoch_scale(), 4)
-        0.0366
+        0.0368
     """
     images = GPU_BASELINE_SECONDS * flops_per_second / REFERENCE_TRAIN_FLOPS_PER_IMAGE
     return images / REFERENCE_BASELINE_IMAGES

@@ -20,7 +20,8 @@ def missing_rows(key: str, sources: str) -> list[str]:
 def test_the_answer_key_quotes_rows_the_study_produces():
     key = (REPO / "docs" / "answer-key.md").read_text()
     sources = "".join((REPO / "docs" / name).read_text()
-                      for name in ("recipe-study.md", "laptop-regime.md", "recipe-study-like-for-like.md"))
+                      for name in ("recipe-study.md", "laptop-regime.md", "recipe-study-like-for-like.md",
+                                   "recipe-study-controls.md"))
     assert len(quoted_rows(key)) >= 6
     missing = missing_rows(key, sources)
     assert not missing, f"the answer key quotes rows that the study no longer produces: {missing}"

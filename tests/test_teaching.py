@@ -257,6 +257,7 @@ def test_the_workshop_times_the_core_path_as_the_bench_does():
 #: Rows of the measured docs that the notebooks quote from.
 KNEE = "| 48.58 | 36.53 | 0.752 |"  # docs/laptop-regime.md: the cpu profile's full and compressed baseline
 STUDY = "docs/recipe-study.md"
+CONTROLS = "docs/recipe-study-controls.md"
 SEEDS = {seed: row for seed, row in (
     ("101", "| 101 | 49.78 | not reached | 34.68 | -4.86 | +0.01 |"),
     ("102", "| 102 | 48.90 | not reached | 36.01 | -2.91 | +1.85 |"),
@@ -278,6 +279,8 @@ TIES = [
     ("notebooks/00_baseline.ipynb", "48.58", "docs/laptop-regime.md", KNEE),
     ("notebooks/00_baseline.ipynb", "0.752", "docs/laptop-regime.md", KNEE),
     ("notebooks/00_baseline.ipynb", "3.75", STUDY, HOT),
+    ("notebooks/00_baseline.ipynb", "+5.36", CONTROLS, "| +5.86, +4.86 | +5.36 ± 0.71 (2 seeds;"),
+    ("notebooks/00_baseline.ipynb", "+1.25", CONTROLS, "| +0.69, +1.82 | +1.25 ± 0.80 (2 seeds;"),
     ("notebooks/01_mild.ipynb", "0.752", "docs/laptop-regime.md", KNEE),
     ("notebooks/01_mild.ipynb", "35.06 ± 0.83", STUDY, "| mild | 8 | 200 | 35.06 ± 0.83 (n=3) |"),
     ("notebooks/01_mild.ipynb", "49.46 ± 0.49", STUDY, "| baseline | 40 | 1000 | 49.46 ± 0.49 (n=3) |"),
@@ -372,13 +375,14 @@ def test_computed_numbers_are_what_segkit_computes():
 
 
 def test_a_changed_source_row_is_caught():
-    path, number, source, row = TIES[4]  # mild's 35.06 ± 0.83, from the study
+    tie = next(tie for tie in TIES if tie[1] == "35.06 ± 0.83")  # mild's, from the study
+    path, number, source, row = tie
     changed = repository_text(source).replace(row, row.replace("35.06", "35.16"))
 
     def text_of(name: str) -> str:
         return changed if name == source else repository_text(name)
 
-    assert untied([TIES[4]], text_of) == [f"{path} quotes {number} from {source}, which no longer has the row {row!r}"]
+    assert untied([tie], text_of) == [f"{path} quotes {number} from {source}, which no longer has the row {row!r}"]
     assert untied([(path, "35.07 ± 0.83", source, row)], repository_text)[0] == f"{path} no longer quotes 35.07 ± 0.83"
 
 
