@@ -207,10 +207,13 @@ class Job:
             spec = self.spec(recipes.baseline())
             if steps != full_steps:
                 spec = dataclasses.replace(spec, duration=f"{steps}ba")
-            folder = Path(self.save_folder).expanduser() / spec.run_name
+            # the full budget is the baseline run itself (named by 00's run_name parameter, if given)
+            folder = self.run_folder(recipes.baseline()) if steps == full_steps else \
+                Path(self.save_folder).expanduser() / spec.run_name
             run = Run.load(folder) if (folder / METRICS_FILE).is_file() else None
             if (run is None or run.status != "finished") and train_missing:
-                run = train(spec, save_folder=self.save_folder, print_progress=False, progress_bar=False).run
+                run = train(spec, run_name=folder.name, save_folder=self.save_folder, print_progress=False,
+                            progress_bar=False).run
                 print(f"{spec.run_name}: {steps} of {full_steps} steps, final mIoU {run.final['miou']:.2f}")
             if run is None or run.status != "finished":
                 missing.append(f"{spec.run_name} ({steps} steps)")
