@@ -561,54 +561,66 @@ def fit(trainer: Trainer, run: Run) -> None:
     elapsed = trainer.state.get_elapsed_duration()
     if elapsed is not None and elapsed >= 1:  # killed after training, before model.pt was saved
         return
-    try:
+    # The signals stay ours until the ending is recorded: the launcher's SIGTERM often follows the error
+    # a lost peer raises, and Composer's own handler would exit in the middle of the record.
+    with stops_as_interrupts() as stops:
         try:
-            with stops_as_interrupts() as stops:
+            try:
                 trainer.fit()
-        except RuntimeError as error:
-            if stops:  # the interrupt landed inside a library call that turned it into its own error (torch.save)
-                raise KeyboardInterrupt(stop_message(stops[0])) from error
-            stuck = stalled_workers()
-            stalled = stalled_worker_error(error, stuck)
-            if stalled is not None:
-                for pid in stuck:  # a stopped worker ignores the loader's SIGTERM, and the process could not exit
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                raise stalled from None
-            lost = lost_peer_error(error)
-            if lost is None:
-                raise
-            raise lost from None
-    except (SegkitError, KeyboardInterrupt) as error:
-        lost = str(error).startswith("lost contact with another process")
-        # Rank 0 keeps metrics.json; when the lost process may be rank 0 itself, any survivor says so.
-        if dist.get_global_rank() == 0 or lost:
-            run.info["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) or lost else "failed"
-            run.info["error"] = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-            with contextlib.suppress(SegkitError):  # a full disk may refuse this too; the error is raised anyway
-                run.write()
-        raise
+            except RuntimeError as error:
+                if stops.received:  # the interrupt landed in a library call that made it its own error (torch.save)
+                    raise KeyboardInterrupt(stop_message(stops.received[0])) from error
+                stuck = stalled_workers()
+                stalled = stalled_worker_error(error, stuck)
+                if stalled is not None:
+                    for pid in stuck:  # a stopped worker ignores the loader's SIGTERM, and the process could not exit
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                    raise stalled from None
+                lost = lost_peer_error(error)
+                if lost is None:
+                    raise
+                raise lost from None
+        except (SegkitError, KeyboardInterrupt) as error:
+            stops.quiet = True  # a signal from here on is noted, not raised: the record is written first
+            lost = str(error).startswith("lost contact with another process")
+            # Rank 0 keeps metrics.json; when the lost process may be rank 0 itself, any survivor says so.
+            if dist.get_global_rank() == 0 or lost:
+                run.info["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) or lost else "failed"
+                run.info["error"] = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+                with contextlib.suppress(SegkitError):  # a full disk may refuse this too; the error is raised anyway
+                    run.write()
+            raise
+
+
+@dataclasses.dataclass
+class Stops:
+    """The stop signals received while ``stops_as_interrupts`` holds them; ``quiet``: note, do not raise."""
+
+    received: list[int] = dataclasses.field(default_factory=list)
+    quiet: bool = False
 
 
 @contextlib.contextmanager
-def stops_as_interrupts() -> Iterator[list[int]]:
+def stops_as_interrupts() -> Iterator[Stops]:
     """SIGINT and SIGTERM raised as KeyboardInterrupt while training, so that ``fit`` records the run as
     interrupted: Ctrl-C, a notebook's stop, Composer's launcher ending a run whose other process failed, a
     scheduler. Importing Composer makes both signals ``sys.exit`` (composer/core/engine.py), which would end
     the run with metrics.json still saying running. Yields the signals received (an interrupt inside
     ``torch.save`` comes out as torch's RuntimeError). The main thread only: signals are handled there."""
-    received: list[int] = []
+    stops = Stops()
     if threading.current_thread() is not threading.main_thread():
-        yield received
+        yield stops
         return
 
     def interrupt(signum, frame):
-        received.append(signum)
-        raise KeyboardInterrupt(stop_message(signum))
+        stops.received.append(signum)
+        if not stops.quiet:
+            raise KeyboardInterrupt(stop_message(signum))
 
     before = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield received
+        yield stops
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
