@@ -17,8 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-#: After a launcher ends: how long its processes get to print their last lines, and to end after SIGTERM.
+#: After a launcher ends: how long its processes get to print their last lines.
 GRACE_SECONDS = 10.0
+#: Then from SIGTERM to SIGKILL: time to record the run as interrupted, as Composer's launcher allows (30 s);
+#: a process blocked in a collective handles its SIGTERM only once the collective notices the lost peer.
+TERM_GRACE_SECONDS = 30.0
 
 _STATES = {"R": "running", "S": "sleeping", "D": "disk sleep", "T": "stopped", "t": "tracing stop",
            "Z": "zombie", "X": "dead", "I": "idle"}
@@ -66,7 +69,7 @@ def run_launcher(command: Sequence[str], on_line: Callable[[str], None] | None =
     launcher cannot watch is itself: killed, it leaves its processes training (and holding the output
     pipe, so reading it would wait for them). The processes below the launcher are noted while it runs;
     once it has ended they get ``GRACE_SECONDS`` to print their last lines, then SIGTERM (a run marks
-    itself interrupted) and, ``GRACE_SECONDS`` later, SIGKILL. An interrupt (Ctrl-C, a notebook's stop,
+    itself interrupted) and, ``TERM_GRACE_SECONDS`` later, SIGKILL. An interrupt (Ctrl-C, a notebook's stop,
     SIGTERM to this process) ends them the same way before it is raised.
 
     ``on_line``: called with each line the processes print (None: they print to this stdout).
@@ -118,8 +121,8 @@ def _copy_lines(stream, lines: queue.Queue) -> None:
 
 def _end(members: dict[int, ProcessEntry]) -> None:
     """SIGTERM to each of ``members`` still alive (the same pid and start), SIGKILL to those left after
-    ``GRACE_SECONDS``."""
-    deadline = time.monotonic() + GRACE_SECONDS
+    ``TERM_GRACE_SECONDS``."""
+    deadline = time.monotonic() + TERM_GRACE_SECONDS
     for sig in (signal.SIGTERM, signal.SIGKILL):
         alive = _alive(members)
         while sig == signal.SIGKILL and alive and time.monotonic() < deadline:
