@@ -8,7 +8,7 @@
 
 The two Dice controls separate what the loss term does from the CE weight that the lab's switch also
 changes (0.375 -> 1). The length control splits hot's gain into what 240 epochs give any recipe and what
-hot's algorithms add. Each pair is compared per seed (``segkit.verdicts``). Run folders are kept, so a
+hot's algorithms add. Each pair is compared per seed (``segkit.teaching.verdicts``). Run folders are kept, so a
 second call only reports:
 
     .venv/bin/python bench/controls.py --seeds 101 102 --runs /tmp/controls
@@ -25,7 +25,7 @@ from pathlib import Path
 from segkit import recipes
 from segkit.engine import train
 from segkit.runs import Run
-from segkit.verdicts import verdict
+from segkit.teaching.verdicts import verdict
 
 CONTROLS = {
     "baseline": recipes.baseline(),

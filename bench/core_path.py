@@ -46,7 +46,7 @@ from pathlib import Path
 
 import nbformat
 
-from segkit.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK
+from segkit.teaching.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK
 
 REPO = Path(__file__).resolve().parents[1]
 ALL = [*NOTEBOOKS, RESULTS_NOTEBOOK]

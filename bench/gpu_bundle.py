@@ -87,12 +87,14 @@ def canonical(name: str) -> str:
 
 
 def segkit_requirements() -> list[str]:
-    """The names of segkit's own requirements (pyproject.toml's ``dependencies``)."""
+    """The names of segkit's own requirements: the library's and the teaching layer's (pyproject.toml's
+    ``dependencies`` and its ``teaching`` extra; the check runs a notebook)."""
     import tomllib
     from packaging.requirements import Requirement
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return [Requirement(line).name for line in project["dependencies"]]
+    lines = [*project["dependencies"], *project["optional-dependencies"]["teaching"]]
+    return [Requirement(line).name for line in lines]
 
 
 def requirement_closure(roots: tuple[str, ...], stop_at: frozenset[str] = frozenset()) -> dict[str, list]:

@@ -1213,16 +1213,16 @@ def last_lines(log: Path, count: int = 3) -> str:
 
 
 def check_notebook(ctx: Context) -> dict[str, Any]:
-    """notebooks/03_hot.ipynb under papermill with segkit's engine (``segkit.headless``), in a kernel of
+    """notebooks/03_hot.ipynb under papermill with segkit's engine (``segkit.teaching.headless``), in a kernel of
     this Python, on the generated scenes with random initialization for a few batches: no cell shows an
     error, the training cell ends with one plotly figure, and that figure plots the run's metrics.json."""
     import nbformat
     import papermill
 
-    from segkit.headless import current_python_kernel, execute_notebook
-    from segkit.notebooks import NOTEBOOKS_DIR
-    from segkit.plots import PLOTLY_MIME
     from segkit.runs import METRICS_FILE, Run
+    from segkit.teaching.headless import current_python_kernel, execute_notebook
+    from segkit.teaching.notebooks import NOTEBOOKS_DIR
+    from segkit.teaching.plots import PLOTLY_MIME
 
     save, output = ctx.work / "notebook-runs", ctx.work / f"{NOTEBOOK}.ipynb"
     parameters = {"profile": ctx.sizes.notebook_profile, "data_root": str(ctx.scenes), "weights": "none",

@@ -49,8 +49,8 @@ import nbformat
 from jupyter_client import KernelManager
 from measure import host_line
 
-from segkit.headless import current_python_kernel
-from segkit.notebooks import NOTEBOOKS, RESULTS_NOTEBOOK
+from segkit.teaching.headless import current_python_kernel
+from segkit.teaching.notebooks import NOTEBOOKS, RESULTS_NOTEBOOK
 
 REPO = Path(__file__).resolve().parents[1]
 ALL = [*NOTEBOOKS, RESULTS_NOTEBOOK]

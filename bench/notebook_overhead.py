@@ -31,18 +31,18 @@ from pathlib import Path
 
 from measure import host_line
 
-import segkit.notebooks
+import segkit.teaching.notebooks
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = dict(segkit.notebooks.NOTEBOOKS)  # notebook -> the recipe it trains
-NOTEBOOKS = [*RECIPES, segkit.notebooks.RESULTS_NOTEBOOK]
+RECIPES = dict(segkit.teaching.notebooks.NOTEBOOKS)  # notebook -> the recipe it trains
+NOTEBOOKS = [*RECIPES, segkit.teaching.notebooks.RESULTS_NOTEBOOK]
 BINDER_LIMIT_GIB = 2.0
 
 #: Run in a fresh interpreter: execute one notebook, print its seconds and its kernel's peak memory.
 CHILD = """
 import json, resource, sys, time
 import papermill
-from segkit.headless import current_python_kernel
+from segkit.teaching.headless import current_python_kernel
 source, output, parameters = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 started = time.monotonic()
 with current_python_kernel() as kernel:

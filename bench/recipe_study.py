@@ -30,12 +30,13 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from segkit import measurements, recipes
-from segkit.comparison import CLAIMS, PUBLISHED, cost_ratio
+from segkit import recipes
 from segkit.engine import train
-from segkit.plots import comparison_figure
 from segkit.profiles import get_profile
 from segkit.runs import Run
+from segkit.teaching import measurements
+from segkit.teaching.comparison import CLAIMS, PUBLISHED, cost_ratio
+from segkit.teaching.plots import comparison_figure
 
 RECIPES = tuple(recipes.RECIPES)  # the four recipes, and any added to the table
 #: One algorithm removed at a time. Channels-last is left in everywhere: it changes the memory
@@ -224,7 +225,7 @@ def report(results, profile, seeds, command: str, figure_name: str, mechanism_ro
     lines += [
         "",
         f"Target: every claim points the published way on every seed, and mild reaches the baseline's final "
-        f"mIoU at least {MILD_TARGET:g}x sooner. Definitions: `segkit/comparison.py`. A pass is one forward "
+        f"mIoU at least {MILD_TARGET:g}x sooner. Definitions: `segkit/teaching/comparison.py`. A pass is one forward "
         "and backward pass through the model (a SAM step makes two); counted in passes, the claims are the "
         "same on every machine. Wall time includes the per-epoch evaluations and, in this study, whatever "
         "else the machine was doing, so its column is indicative only.",
@@ -268,7 +269,7 @@ def report(results, profile, seeds, command: str, figure_name: str, mechanism_ro
                   "evaluation, and mean over evaluations). `sharpness_random` / `sharpness_ascent`: the training "
                   f"loss increase at distance rho = {recipes.scale(recipes.medium(), profile).sam_rho} (medium's) "
                   "from the saved weights, along random directions (mean of 8) and along the gradient; "
-                  "`gap`: mIoU on 96 training images minus validation mIoU (`segkit.measurements`)."]
+                  "`gap`: mIoU on 96 training images minus validation mIoU (`segkit.teaching.measurements`)."]
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,7 @@ Two patterns, as the hang's reproduction (jupyter/nbclient#312) has them:
     wide    each cell ends on one large Output update (50,000 points): the widest race window.
 
 Clients (``--client``):
-    segkit    ``segkit.headless.WatchfulClient``, as ``segkit notebooks`` runs it.
+    segkit    ``segkit.teaching.headless.WatchfulClient``, as ``segkit notebooks`` runs it.
     papermill papermill's default client with no cell timeout, as the main job ran before; a cell whose
               reply has not come ``--hang-after`` s after the kernel's 'idle' is counted as a hang, and
               released by re-checking the client's shell socket (else the run would wait forever).
@@ -43,7 +43,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.log import logger
 from papermill.utils import merge_kwargs, remove_args
 
-from segkit.headless import KernelStalled, Watchdogs, WatchfulClient, WatchfulEngine, current_python_kernel
+from segkit.teaching.headless import KernelStalled, Watchdogs, WatchfulClient, WatchfulEngine, current_python_kernel
 
 SETUP = '''\
 import time
@@ -57,7 +57,7 @@ def figure(points, title):
             "text/plain": title}
 
 class Live:
-    """What segkit.plots.LiveCurves does with its Output widget in JupyterLab."""
+    """What segkit.teaching.plots.LiveCurves does with its Output widget in JupyterLab."""
     def __init__(self, points):
         self.points, self.output = points, ipywidgets.Output()
     def show(self):

@@ -52,9 +52,9 @@ from segkit.data import build_loaders, open_dataset
 from segkit.engine import train
 from segkit.losses import SegmentationLoss
 from segkit.model import build_model
-from segkit.plots import CurveData
 from segkit.profiles import get_profile
 from segkit.spec import RunSpec, run_spec
+from segkit.teaching.plots import CurveData
 from segkit.transforms import eval_transform, normalize, train_transform
 
 TARGET_RATIO = 1.05

@@ -28,7 +28,7 @@ from segkit.spec import RunSpec, run_spec
 
 def __getattr__(name: str):
     # ``segkit.train`` loads the engine, and with it Composer, only when it is first used, so that
-    # ``import segkit.gallery`` (pictures, widgets) stays plain PyTorch.
+    # ``import segkit.teaching.gallery`` (pictures, widgets) stays plain PyTorch.
     if name == "train":
         from segkit.engine import train
 

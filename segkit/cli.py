@@ -6,9 +6,11 @@ Every user error prints one line, ``segkit: error: ...``, and exits with status 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from segkit.errors import ConfigError, SegkitError, one_line
 from segkit.recipes import RECIPES
@@ -202,21 +204,31 @@ def run_recipes(args: argparse.Namespace) -> None:
         print(f"{key:20s} {value}{mark}")
 
 
-def run_notebooks(args: argparse.Namespace) -> None:
-    from segkit.headless import run_all
+def teaching(module: str, command: str) -> Any:
+    """``segkit.teaching.MODULE``, for a command of the teaching layer; without its extra installed, a
+    one-line error saying how to install it (the library's commands never need it)."""
+    try:
+        return importlib.import_module(f"segkit.teaching.{module}")
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] == "segkit":
+            raise
+        raise ConfigError(f"segkit {command} needs the teaching layer, and {error.name!r} is not installed; "
+                          f"install it with: pip install 'segkit[teaching]' (in a clone: pip install -e "
+                          f"'.[teaching]')") from None
 
-    run_all(args.out, only=args.only, parameters=dict(args.parameter))
+
+def run_notebooks(args: argparse.Namespace) -> None:
+    teaching("headless", "notebooks").run_all(args.out, only=args.only, parameters=dict(args.parameter))
 
 
 def run_page(args: argparse.Namespace) -> None:
-    from segkit.pages import add_pictures, write_page
-
+    pages = teaching("pages", "page")
     for notebook in map(Path, args.notebook):
         if not notebook.is_file() or notebook.suffix != ".ipynb":
             raise ConfigError(f"{notebook} is not a notebook file (.ipynb); give an executed notebook, "
                               f"e.g. papermill's output")
-        pictures = add_pictures(notebook)
-        print(f"{write_page(notebook)}: the page of {notebook} ({pictures} picture(s) added to it)")
+        pictures = pages.add_pictures(notebook)
+        print(f"{pages.write_page(notebook)}: the page of {notebook} ({pictures} picture(s) added to it)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,13 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "notebooks":
             run_notebooks(args)
         elif args.command == "share":
-            from segkit import classroom
-
-            print(f"shared {args.run_folder} with the class: {classroom.share(args.run_folder, args.class_folder)}")
+            shared = teaching("classroom", "share").share(args.run_folder, args.class_folder)
+            print(f"shared {args.run_folder} with the class: {shared}")
         elif args.command == "class":
-            from segkit import classroom
-
-            print(classroom.class_table(args.class_folder))
+            print(teaching("classroom", "class").class_table(args.class_folder))
     except SegkitError as error:
         print(f"segkit: error: {one_line(error)}", file=sys.stderr)
         return EXIT_USAGE

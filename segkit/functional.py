@@ -1,7 +1,7 @@
 """The math of the recipes' algorithms as plain PyTorch: no Composer, no trainer.
 
 ``segkit.algorithms`` wraps these in Composer algorithms for training; the notebooks' pictures
-(``segkit.explain``) and the tests call them directly.
+(``segkit.teaching.explain``) and the tests call them directly.
 
     ema_smoothing   the EMA's decay per update, from its half-life and update interval
     ema_update      one update of the averaged weights

@@ -1,6 +1,6 @@
 """JupyterLab in a real browser, as a learner uses it: Playwright drives the system's Chromium against
 a JupyterLab server started here, runs a notebook, uses the recipe lab and the gallery, and opens the
-executed notebook's HTML page (segkit.pages).
+executed notebook's HTML page (segkit.teaching.pages).
 
 Playwright's own browser download cannot work offline, so it drives Debian's ``chromium``. Where it
 is missing the tests skip, and fail instead under ``SEGKIT_REQUIRE_TOOLS=1`` or on CI with apt
@@ -27,9 +27,9 @@ import pytest
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from segkit.notebooks import NOTEBOOKS_DIR
-from segkit.pages import write_page
 from segkit.runs import Run
+from segkit.teaching.notebooks import NOTEBOOKS_DIR
+from segkit.teaching.pages import write_page
 from tests.conftest import REPO, skip_or_fail
 
 ARTIFACTS = REPO / "test-artifacts"

@@ -1,4 +1,4 @@
-"""The class table (``segkit.classroom``): learners on separate Unix accounts publish finished runs to one
+"""The class table (``segkit.teaching.classroom``): learners on separate Unix accounts publish finished runs to one
 folder and read the room's; no one can overwrite or pass off another's entry."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from segkit import classroom
 from segkit.errors import ConfigError, RunError
 from segkit.runs import Run
+from segkit.teaching import classroom
 from tests.accounts import unix_accounts
 from tests.conftest import REPO
 

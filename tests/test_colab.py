@@ -2,7 +2,7 @@
 
 Colab itself cannot be reached from the test machine. What is tested is what can be: the install
 cell does nothing outside Colab, and the figures' Colab HTML draws in Chromium with no network.
-Only ``segkit.colab.in_colab`` is faked (to say "in Colab"); the rest runs as it does.
+Only ``segkit.teaching.colab.in_colab`` is faked (to say "in Colab"); the rest runs as it does.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from segkit import colab
-from segkit.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK
-from segkit.plots import PLOTLY_MIME, LiveCurves, mimebundle
 from segkit.runs import Run
+from segkit.teaching import colab
+from segkit.teaching.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK
+from segkit.teaching.plots import PLOTLY_MIME, LiveCurves, mimebundle
 from tests.conftest import REPO, subprocess_env
 from tests.test_browser import browser  # noqa: F401 (a fixture)
 
 NAMES = [*NOTEBOOKS, RESULTS_NOTEBOOK]
-#: How the cell tells Colab, written the same in segkit.colab.in_colab.
+#: How the cell tells Colab, written the same in segkit.teaching.colab.in_colab.
 COLAB_TEST = '"google.colab" in sys.modules'
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from segkit import comparison
-from segkit.comparison import CLAIMS, PUBLISHED
 from segkit.runs import Run
+from segkit.teaching import comparison
+from segkit.teaching.comparison import CLAIMS, PUBLISHED
 
 
 def run(recipe: str, rows: list[tuple[int, float, float]], sam_interval: int | None = None) -> Run:

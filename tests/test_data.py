@@ -241,7 +241,7 @@ def test_16bit_annotation_within_range_is_read(ade_root):
 
 def test_ade20k_names_and_palette_without_object_info(ade_root):
     from segkit.data import ADE20K_CLASSES, ADE20K_PALETTE
-    from segkit.gallery import palette
+    from segkit.teaching.gallery import palette
 
     dataset = ADE20k(ade_root, "training")  # the fixture has no objectInfo150.txt
     names = dataset.class_names

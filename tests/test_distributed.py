@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from segkit.inference import evaluate, load_model
-from segkit.notebooks import NOTEBOOKS_DIR
 from segkit.runs import Run
+from segkit.teaching.notebooks import NOTEBOOKS_DIR
 from tests.conftest import REPO, process_tree, subprocess_env
 
 TINY = ["--profile", "tiny", "--duration", "2ba"]

@@ -9,12 +9,13 @@ import math
 import pytest
 import torch
 
-from segkit import checkpoints, comparison
+from segkit import checkpoints
 from segkit.engine import train
 from segkit.errors import ConfigError, RunError
 from segkit.model import deeplabv3plus
 from segkit.profiles import get_profile
 from segkit.runs import Run
+from segkit.teaching import comparison
 from tests.conftest import run_segkit
 
 TIMING = ("wall_time", "images_per_second")

@@ -13,8 +13,10 @@ from tests.conftest import REPO
 
 
 def pyproject_requirements() -> dict[str, Requirement]:
+    """The library's dependencies and the teaching layer's: what the notebooks' environments need."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return {Requirement(line).name: Requirement(line) for line in project["dependencies"]}
+    lines = [*project["dependencies"], *project["optional-dependencies"]["teaching"]]
+    return {Requirement(line).name: Requirement(line) for line in lines}
 
 
 def test_mosaicml_pins_are_what_it_allows():
@@ -29,7 +31,7 @@ def test_environment_yml_matches_pyproject():
     environment = yaml.safe_load((REPO / "environment.yml").read_text())
     pip_section = next(item["pip"] for item in environment["dependencies"] if isinstance(item, dict))
     listed = {Requirement(line).name: Requirement(line) for line in pip_section if not line.startswith("-")}
-    assert "-e ." in pip_section  # installs segkit itself
+    assert "-e .[teaching]" in pip_section  # installs segkit itself, with its teaching layer
     assert {name: str(r.specifier) for name, r in listed.items()} == {
         name: str(r.specifier) for name, r in pyproject_requirements().items()}
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from segkit import explain, recipes
+from segkit import recipes
+from segkit.teaching import explain
 
 
 def test_moving_average_updates_every_interval_and_holds_between():

@@ -43,7 +43,8 @@ RECIPES["spicy"] = spicy
 CHECK = textwrap.dedent('''
     import sys
     import segkit
-    from segkit import plots, recipes, tables
+    from segkit import recipes
+    from segkit.teaching import plots, tables
     from segkit.cli import main
 
     assert segkit.__file__.startswith(sys.argv[1]), segkit.__file__

@@ -8,7 +8,7 @@ import torch
 
 from segkit.engine import train
 from segkit.errors import ConfigError
-from segkit.gallery import IGNORED_COLOR, Predictions, blend_masks, colorize, legend, palette, picture_table
+from segkit.teaching.gallery import IGNORED_COLOR, Predictions, blend_masks, colorize, legend, palette, picture_table
 
 
 def test_colorize_paints_classes_and_ignored_pixels():

@@ -506,7 +506,8 @@ def test_the_bundle_and_the_gpu_machines_packages_are_all_that_the_check_imports
     installed = {gpu_bundle.canonical(d.metadata["Name"]) for d in importlib.metadata.distributions()}
     for name in set(gpu_bundle.bundle_pins()) | (gpu_bundle.DEVICE_PACKAGES & installed):
         link_distribution(name, site)
-    imports = "import composer, segkit.engine, segkit.headless, segkit.notebooks, ipykernel, nbconvert, anywidget"
+    imports = ("import composer, segkit.engine, segkit.teaching.headless, segkit.teaching.notebooks, ipykernel, "
+               "nbconvert, anywidget")
     done = subprocess.run([str(tmp_path / "bare" / "bin" / "python"), "-c", imports],
                           capture_output=True, text=True, timeout=300,
                           env={**subprocess_env(), "PYTHONPATH": str(REPO), "PYTHONNOUSERSITE": "1"})

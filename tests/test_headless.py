@@ -17,7 +17,14 @@ import nbformat
 import pytest
 
 from segkit.errors import SegkitError
-from segkit.headless import KernelStalled, Watchdogs, current_python_kernel, execute_notebook, run_all, run_notebook
+from segkit.teaching.headless import (
+    KernelStalled,
+    Watchdogs,
+    current_python_kernel,
+    execute_notebook,
+    run_all,
+    run_notebook,
+)
 from tests.conftest import REPO
 
 #: Fast watchdogs, so that a misbehaving kernel is caught in seconds.
@@ -42,7 +49,7 @@ def wide_update():
 '''
 
 LIVE_CURVES = '''\
-from segkit.plots import LiveCurves
+from segkit.teaching.plots import LiveCurves
 from segkit.runs import Run
 
 curves = LiveCurves("hang-check", "hot", steps_per_epoch=2, interval=0, live=True)  # redraw as in JupyterLab

@@ -43,8 +43,9 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import nbformat
 import pytest
 
-from segkit import cache, classroom, scenes
+from segkit import cache, scenes
 from segkit.runs import Run
+from segkit.teaching import classroom
 from tests.accounts import Account, unix_accounts
 from tests.conftest import REPO, skip_or_fail
 from tests.test_browser import (  # noqa: F401  (browser: the module's fixture, reused)
@@ -67,7 +68,7 @@ MORE_LEARNERS = ("alan", "barbara", "edsger", "frances")
 NEW_FILE = "day2.md"
 #: What the learner types into the cell they add: where segkit comes from, and their run shared.
 PROBE = ("import segkit; print('segkit from', segkit.__file__)\n"
-         "from segkit import classroom; print('shared as', classroom.share(result.folder))")
+         "from segkit.teaching import classroom; print('shared as', classroom.share(result.folder))")
 
 
 def workshop_link() -> str:

@@ -17,12 +17,13 @@ import nbformat
 import papermill
 import pytest
 
-from segkit import notebooks, recipes
+from segkit import recipes
 from segkit.errors import ConfigError, DataError, SegkitError
-from segkit.headless import run_all
-from segkit.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK, Job, check_parameters
-from segkit.plots import PLOTLY_MIME
 from segkit.runs import Run, find_runs
+from segkit.teaching import notebooks
+from segkit.teaching.headless import run_all
+from segkit.teaching.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK, Job, check_parameters
+from segkit.teaching.plots import PLOTLY_MIME
 from tests.conftest import REPO
 
 SMOKE = {"profile": "tiny", "duration": "2ba"}
@@ -163,7 +164,7 @@ def test_committed_notebooks_have_no_outputs_and_one_parameters_cell():
         # the parameters cell comes right after it.
         tagged = [cell for cell in cells if "parameters" in cell.metadata.get("tags", [])]
         assert len(tagged) == 1 and tagged[0] is cells[1], name
-        # Literals only, exactly the parameters of segkit.notebooks, with their defaults.
+        # Literals only, exactly the parameters of segkit.teaching.notebooks, with their defaults.
         values = {}
         for node in ast.parse(tagged[0].source).body:
             assert isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant), name
@@ -282,8 +283,8 @@ def test_job_names_and_finds_runs(tmp_path, scenes_root):
 
 
 def test_results_find_the_lab_baseline_without_dice(tmp_path, scenes_root):
-    from segkit.notebooks import Results
-    from segkit.recipe_editor import RecipeEditor
+    from segkit.teaching.notebooks import Results
+    from segkit.teaching.recipe_editor import RecipeEditor
 
     job = check_parameters({"profile": "tiny", "save_folder": str(tmp_path), "data_root": str(scenes_root),
                             "duration": "2ba"}, "baseline")

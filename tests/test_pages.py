@@ -9,8 +9,8 @@ import nbformat
 import plotly.graph_objects as go
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from segkit import pages
-from segkit.plots import PLOTLY_MIME, mimebundle
+from segkit.teaching import pages
+from segkit.teaching.plots import PLOTLY_MIME, mimebundle
 from tests.conftest import run_segkit
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from plotly.subplots import make_subplots
 
-from segkit import explain, pictures, plots
+from segkit.teaching import explain, pictures, plots
 
 
 def pixels(figure) -> np.ndarray:

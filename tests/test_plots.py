@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from segkit.plots import (
+from segkit.runs import Run
+from segkit.teaching.plots import (
     HEADLESS_VARIABLE,
     PLOTLY_MIME,
     CurveData,
@@ -14,7 +15,6 @@ from segkit.plots import (
     mimebundle,
     training_figure,
 )
-from segkit.runs import Run
 
 
 def entry(epoch: float, step: int, seconds: float, miou: float) -> dict:

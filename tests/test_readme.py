@@ -15,7 +15,7 @@ def readme_commands() -> list[str]:
 
 def test_two_commands_and_ci_runs_the_second():
     setup_and_run, setup_and_test = readme_commands()
-    assert setup_and_run.startswith("python3 -m venv .venv && .venv/bin/pip install -e . && ")
+    assert setup_and_run.startswith("python3 -m venv .venv && .venv/bin/pip install -e '.[teaching]' && ")
     assert setup_and_test.startswith("python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && ")
     ci = (REPO / ".ci" / "run").read_text()
     assert setup_and_test in ci.splitlines()

@@ -8,7 +8,7 @@ import pytest
 
 from segkit import recipes
 from segkit.errors import ConfigError
-from segkit.recipe_editor import RecipeEditor
+from segkit.teaching.recipe_editor import RecipeEditor
 
 
 @pytest.mark.parametrize("name", list(recipes.RECIPES))

@@ -157,9 +157,9 @@ def test_every_recipe_field_and_switch_is_described_once():
     """The lab, its widgets and the tables read one description per field (recipes.FIELDS, SWITCHES)."""
     from dataclasses import fields as dataclass_fields
 
-    from segkit.recipe_editor import FIRST_SETTINGS
-    from segkit.tables import FIELD_LABELS
-    from segkit.widgets import EDITABLE, RecipePicker
+    from segkit.teaching.recipe_editor import FIRST_SETTINGS
+    from segkit.teaching.tables import FIELD_LABELS
+    from segkit.teaching.widgets import EDITABLE, RecipePicker
 
     described = set(recipes.FIELDS)
     assert described == {f.name for f in dataclass_fields(recipes.Recipe)} - {"name"}

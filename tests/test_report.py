@@ -7,8 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from segkit.report import Outcome, summary_html, write_summary
 from segkit.runs import Run
+from segkit.teaching.report import Outcome, summary_html, write_summary
 from tests.conftest import skip_or_fail
 
 

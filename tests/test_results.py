@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from segkit import results
-from segkit.comparison import PUBLISHED
 from segkit.runs import Run
+from segkit.teaching import results
+from segkit.teaching.comparison import PUBLISHED
 
 
 def run(recipe: str, miou: list[float], seconds: float = 10.0) -> Run:
@@ -45,7 +45,7 @@ def test_the_claims_table_measures_each_claim_on_both_axes(runs):
     assert rows["mild"][2] == "5.40x" and rows["mild"][4] == "3.75x"  # 30 s against 8 s to reach 40
     assert rows["medium"][3] == "-15.00"  # within the baseline's 30 passes: medium's evaluation at 20 (25 mIoU)
     assert rows["hot"][3] == "+10.00"
-    # the study's columns: its per-seed values through segkit.verdicts, whatever these runs say
+    # the study's columns: its per-seed values through segkit.teaching.verdicts, whatever these runs say
     assert rows["hot"][5] == "+1.33 ± 1.15 (3 seeds; 95% interval -1.53 to +4.19): inconclusive"
     assert rows["hot"][6].endswith("(2 seeds; 95% interval -1.94 to +12.93): inconclusive")
     assert rows["mild"][5] == "not reached in any of 3 seeds: contradicts"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from segkit import recipes
 from segkit.runs import Run
-from segkit.tables import Table, recipe_table, results_table, setting, summary_table
+from segkit.teaching.tables import Table, recipe_table, results_table, setting, summary_table
 
 
 def fake_run(recipe: str, history: list[tuple[float, float]], profile: str = "cpu") -> Run:

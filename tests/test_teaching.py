@@ -21,8 +21,8 @@ import numpy as np
 import papermill
 import pytest
 
-from segkit import explain, verdicts
-from segkit.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK
+from segkit.teaching import explain, verdicts
+from segkit.teaching.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK
 from tests.conftest import REPO, subprocess_env
 
 #: Every notebook, in the order they run (04 compares the runs of 00-03).
@@ -141,7 +141,7 @@ def test_committed_check_cells_start_empty_and_the_key_answers_each():
 
 
 def test_an_answer_left_empty_is_neither_right_nor_wrong(capsys):
-    from segkit.notebooks import check
+    from segkit.teaching.notebooks import check
 
     assert check("x", ..., 1.0) is False
     assert check("x", 1.0, 1.0) is True
@@ -264,7 +264,8 @@ SEEDS = {seed: row for seed, row in (
     ("103", "| 103 | 49.69 | not reached | 34.50 | -4.50 | +2.13 |"))}
 HOT = "| hot | 75 | 1875 | 50.79 ± 1.02 (n=3) | 3.75x |"
 LIKE_FOR_LIKE_HOT = "| hot: final mIoU gain | 2.34 ± 0.84 (n=2) | +2.93, +1.74 | 5.50 ± 0.82 (n=2) |"
-MMSEG_80K, MMSEG_160K = '"80k iterations": (44.60, 46.06)', '"160k iterations": (45.47, 46.35)'  # segkit/results.py
+# segkit/teaching/results.py
+MMSEG_80K, MMSEG_160K = '"80k iterations": (44.60, 46.06)', '"160k iterations": (45.47, 46.35)'
 
 
 def removed(variant: str, value: str, full: str, difference: str) -> str:
@@ -284,8 +285,8 @@ TIES = [
     ("notebooks/01_mild.ipynb", "0.752", "docs/laptop-regime.md", KNEE),
     ("notebooks/01_mild.ipynb", "35.06 ± 0.83", STUDY, "| mild | 8 | 200 | 35.06 ± 0.83 (n=3) |"),
     ("notebooks/01_mild.ipynb", "49.46 ± 0.49", STUDY, "| baseline | 40 | 1000 | 49.46 ± 0.49 (n=3) |"),
-    ("notebooks/01_mild.ipynb", "44.60", "segkit/results.py", MMSEG_80K),
-    ("notebooks/01_mild.ipynb", "45.47", "segkit/results.py", MMSEG_160K),
+    ("notebooks/01_mild.ipynb", "44.60", "segkit/teaching/results.py", MMSEG_80K),
+    ("notebooks/01_mild.ipynb", "45.47", "segkit/teaching/results.py", MMSEG_160K),
     ("notebooks/02_medium.ipynb", "0.09", "docs/laptop-regime.md", "rho 0.09 helped in the old regime"),
     ("notebooks/02_medium.ipynb", "0.15", STUDY, removed("medium without SAM", "46.01", "46.16", "-0.15")),
     ("notebooks/02_medium.ipynb", "0.12", STUDY, removed("medium without MixUp", "46.28", "46.16", "0.12")),
@@ -306,10 +307,10 @@ TIES = [
     ("notebooks/04_results.ipynb", "+1.33", STUDY, "| hot: final mIoU gain | 1.33 ± 1.15 (n=3) |"),
     ("notebooks/04_results.ipynb", "1.15", STUDY, "| hot: final mIoU gain | 1.33 ± 1.15 (n=3) |"),
     ("notebooks/04_results.ipynb", "+5.50", "docs/recipe-study-like-for-like.md", LIKE_FOR_LIKE_HOT),
-    ("notebooks/04_results.ipynb", "44.60", "segkit/results.py", MMSEG_80K),
-    ("notebooks/04_results.ipynb", "46.06", "segkit/results.py", MMSEG_80K),
-    ("notebooks/04_results.ipynb", "45.47", "segkit/results.py", MMSEG_160K),
-    ("notebooks/04_results.ipynb", "46.35", "segkit/results.py", MMSEG_160K),
+    ("notebooks/04_results.ipynb", "44.60", "segkit/teaching/results.py", MMSEG_80K),
+    ("notebooks/04_results.ipynb", "46.06", "segkit/teaching/results.py", MMSEG_80K),
+    ("notebooks/04_results.ipynb", "45.47", "segkit/teaching/results.py", MMSEG_160K),
+    ("notebooks/04_results.ipynb", "46.35", "segkit/teaching/results.py", MMSEG_160K),
     # the workshop's budget of the exercises' runs, from the measured training times
     ("docs/workshop.md", "98 s", "docs/laptop-regime.md", "(316 s against 98 s of training)"),
     ("docs/workshop.md", "316 s", "docs/laptop-regime.md", "(316 s against 98 s of training)"),

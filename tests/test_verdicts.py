@@ -1,4 +1,4 @@
-"""Verdicts over seeds (segkit.verdicts), the study's per-seed values they read, and every verdict the
+"""Verdicts over seeds (segkit.teaching.verdicts), the study's per-seed values they read, and every verdict the
 teaching quotes."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import re
 import nbformat
 import pytest
 
-from segkit import verdicts
-from segkit.comparison import CLAIMS, STUDY
-from segkit.notebooks import NOTEBOOKS_DIR
+from segkit.teaching import verdicts
+from segkit.teaching.comparison import CLAIMS, STUDY
+from segkit.teaching.notebooks import NOTEBOOKS_DIR
 from tests.conftest import REPO
 
 # Student's t at 0.975 from a printed table (e.g. NIST/SEMATECH e-Handbook, table 1.3.6.7.2)
@@ -47,7 +47,7 @@ def per_seed_rows(page: str) -> dict[int, list[str]]:
 
 
 def test_the_study_values_are_the_study_pages_own():
-    """segkit.comparison.STUDY holds what the pages print, seed by seed."""
+    """segkit.teaching.comparison.STUDY holds what the pages print, seed by seed."""
     columns = {"mild": 1, "medium": 3, "hot": 4}  # mild speedup (passes), medium gain, hot gain
     controls = {"CE + Dice": "| hot against the baseline (", "CE only": "| hot against the baseline without Dice (",
                 "baseline at hot's length": "| hot against the baseline at hot's length ("}

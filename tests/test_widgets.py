@@ -8,9 +8,9 @@ import pytest
 
 from segkit import recipes
 from segkit.errors import ConfigError
-from segkit.notebooks import Job
 from segkit.runs import Run
-from segkit.widgets import PredictionGallery, RecipeLab, RecipePicker, ShareButton, TrainPanel
+from segkit.teaching.notebooks import Job
+from segkit.teaching.widgets import PredictionGallery, RecipeLab, RecipePicker, ShareButton, TrainPanel
 
 
 def test_picker_switch_changes_the_recipe_and_the_table():

@@ -12,12 +12,12 @@ from collections.abc import Mapping
 
 import plotly.graph_objects as go
 
-from segkit import comparison
-from segkit.comparison import CLAIMS, PUBLISHED, study_results
 from segkit.inference import TTA_SCALES, evaluate
-from segkit.plots import recipe_color
 from segkit.runs import Run
-from segkit.tables import Table
+from segkit.teaching import comparison
+from segkit.teaching.comparison import CLAIMS, PUBLISHED, study_results
+from segkit.teaching.plots import recipe_color
+from segkit.teaching.tables import Table
 
 #: mmsegmentation's DeepLabV3+ ResNet-101 (output stride 8) on ADE20k at 512x512, batch 16:
 #: mIoU single-scale / multi-scale with flip, by schedule (configs/deeplabv3plus/README.md).
@@ -58,7 +58,7 @@ def time_figure(runs: Mapping[str, Run]) -> go.Figure:
 
 def claims_table(runs: Mapping[str, Run], ce_only: Run | None = None) -> Table:
     """Each recipe's headline claim: as published, as measured on these runs (one seed each), and as the
-    kit's study measured it over held-out seeds, with its verdict (``segkit.verdicts``).
+    kit's study measured it over held-out seeds, with its verdict (``segkit.teaching.verdicts``).
 
     ``ce_only``: a baseline trained with cross-entropy alone (notebook 00 trains it), as the article's
     baseline apparently was; with it, a last column measures each claim against it too.
@@ -92,16 +92,16 @@ def claims_table(runs: Mapping[str, Run], ce_only: Run | None = None) -> Table:
                         "The study's columns: mean ± standard deviation over held-out seeds, the 95% t-interval of "
                         "the mean, and the verdict: holds (the interval clears no effect, the published way), "
                         "contradicts (it clears it the other way), inconclusive (it contains no effect) "
-                        "(segkit.verdicts; values per seed in segkit.comparison.STUDY). With 2 seeds the interval is "
-                        "wide: t is 12.7.",
+                        "(segkit.teaching.verdicts; values per seed in segkit.teaching.comparison.STUDY). With 2 "
+                        "seeds the interval is wide: t is 12.7.",
                         "Passes count forward-backward passes (a SAM step makes two), the same on every machine; "
-                        "wall time depends on the machine and on what else ran on it (segkit.comparison).",
+                        "wall time depends on the machine and on what else ran on it (segkit.teaching.comparison).",
                         *like_for_like])
 
 
 def study_table(recipe: str) -> Table:
     """The kit's study of ``recipe``'s claim: each baseline and machine, the value per held-out seed, and the
-    verdict those values support (``segkit.verdicts``; ``segkit.comparison.STUDY``)."""
+    verdict those values support (``segkit.teaching.verdicts``; ``segkit.teaching.comparison.STUDY``)."""
     claim = CLAIMS[recipe]
     rows = [[result.baseline, ", ".join(f"{seed}: {claim.text(value)}" for seed, value in
                                         zip(result.seeds, result.values, strict=True)),

@@ -2,7 +2,7 @@
 
 ``run_all`` is ``segkit notebooks``: it executes the five notebooks in order (so 01-03 find the
 baseline run of 00, and 04 all four runs) and writes the executed notebooks, each also as an HTML
-page (``segkit.pages``), the run folders and a summary page (``segkit.report``) under one folder.
+page (``segkit.teaching.pages``), the run folders and a summary page (``segkit.teaching.report``) under one folder.
 
 Why a client of its own. nbclient (papermill's executor) waits for each cell's ``execute_reply``
 with one unbounded wait on the shell socket, and it imitates an ``ipywidgets.Output`` by answering
@@ -19,7 +19,7 @@ interrupted ones resume from their checkpoint).
 
 The same client is papermill's engine ``segkit`` (``papermill --engine segkit IN OUT``). Its
 kernels run with ``SEGKIT_HEADLESS=1``, so the live curves do not stream their redraws where
-nobody watches (``segkit.plots.LiveCurves``); the saved notebook keeps the final figure.
+nobody watches (``segkit.teaching.plots.LiveCurves``); the saved notebook keeps the final figure.
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ from papermill.utils import merge_kwargs, remove_args
 
 from segkit import recipes
 from segkit.errors import ConfigError, SegkitError, one_line
-from segkit.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK, check_parameters, cli_values
-from segkit.plots import HEADLESS_VARIABLE
-from segkit.report import Outcome, write_summary
 from segkit.runs import METRICS_FILE, Run
+from segkit.teaching.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK, check_parameters, cli_values
+from segkit.teaching.plots import HEADLESS_VARIABLE
+from segkit.teaching.report import Outcome, write_summary
 
 #: The papermill engine name of ``WatchfulClient`` (also registered by the package's entry point).
 ENGINE_NAME = "segkit"
@@ -285,7 +285,7 @@ def run_all(out: str | Path, only: Sequence[str] | None = None, parameters: dict
         SegkitError: a notebook failed (after the others ran and the summary was written); the
             message names the notebook and the cell.
     """
-    from segkit.pages import add_pictures, write_page
+    from segkit.teaching.pages import add_pictures, write_page
 
     out = Path(out).expanduser()
     values = cli_values(dict(parameters or {}))

@@ -1,7 +1,7 @@
 """Google Colab: whether the kernel runs there, and figures as HTML that Colab draws.
 
 Colab does not draw plotly's MIME type (``application/vnd.plotly.v1+json``), which JupyterLab
-draws and papermill stores; it draws ``text/html``. So in Colab ``segkit.plots.mimebundle`` adds
+draws and papermill stores; it draws ``text/html``. So in Colab ``segkit.teaching.plots.mimebundle`` adds
 the figure as HTML beside the plotly JSON: a ``<div>`` and a script that calls ``Plotly.newPlot``.
 
 plotly.js comes with the HTML, from plotly's own package (``plotly.offline.get_plotlyjs``, the

@@ -1,7 +1,7 @@
 """The pictures the notebooks teach with: what each algorithm of a recipe does, computed.
 
 Each picture is a pure function that computes it (numbers a test can check) and a thin function
-that draws it (a plotly figure, or HTML pictures from ``segkit.gallery``). They use segkit's own
+that draws it (a plotly figure, or HTML pictures from ``segkit.teaching.gallery``). They use segkit's own
 code where there is some: MixUp is ``segkit.functional.mix_batch``, the SAM step is
 ``segkit.functional.SAMOptimizer``, the losses are ``segkit.losses``.
 
@@ -13,7 +13,7 @@ code where there is some: MixUp is ``segkit.functional.mix_batch``, the SAM step
     sam_step, sam_view     SAM's perturbed step on a 2-D loss surface, and the loss it really minimizes
     mixing_histogram       how MixUp's alpha sets the strength of the blends
 
-The figures of what ``segkit.measurements`` measures on the learner's own runs: the EMA's weights
+The figures of what ``segkit.teaching.measurements`` measures on the learner's own runs: the EMA's weights
 against the raw ones (``ema_against_raw_figure``), sharpness (``sharpness_figure``), and the
 train-validation gap (``fit_gap_figure``).
 """
@@ -31,16 +31,17 @@ import torch
 from plotly.subplots import make_subplots
 from torch.nn import functional as F
 
-from segkit import measurements, recipes
+from segkit import recipes
 from segkit.data import open_dataset
 from segkit.functional import SAMOptimizer, ema_smoothing, mix_batch
-from segkit.gallery import blend_masks, colorize, legend, palette, picture_table, to_picture
 from segkit.losses import cross_entropy, dice_loss
 from segkit.metrics import confusion_matrix, mean_iou, pixel_accuracy
-from segkit.plots import recipe_color
 from segkit.recipes import Recipe
 from segkit.runs import Run
-from segkit.tables import Table
+from segkit.teaching import measurements
+from segkit.teaching.gallery import blend_masks, colorize, legend, palette, picture_table, to_picture
+from segkit.teaching.plots import recipe_color
+from segkit.teaching.tables import Table
 from segkit.transforms import eval_transform
 
 LAYOUT = {"template": "plotly_white", "margin": {"t": 60, "b": 40, "l": 55, "r": 20}}
@@ -374,7 +375,7 @@ def sam_figure(start: Sequence[float] = (0.55, 0.35), lr: float = 0.2, rho: floa
     return figure
 
 
-# --- measured on real runs (segkit.measurements): their figures ----------------------------------
+# --- measured on real runs (segkit.teaching.measurements): their figures ----------------------------------
 
 def ema_against_raw_figure(run: Run) -> go.Figure:
     """Both mIoU curves of one run: what averaging the weights adds at each evaluation."""

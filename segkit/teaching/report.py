@@ -14,21 +14,21 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from segkit.plots import comparison_figure
 from segkit.runs import Run, atomic_write
-from segkit.tables import duration_text, summary_table
+from segkit.teaching.plots import comparison_figure
+from segkit.teaching.tables import duration_text, summary_table
 
 
 @dataclass
 class Outcome:
-    """How one notebook of the main job (``segkit.headless.run_all``) went."""
+    """How one notebook of the main job (``segkit.teaching.headless.run_all``) went."""
 
     notebook: str  # e.g. "03_hot"
     output: Path  # the executed notebook
     seconds: float  # wall time of the whole notebook
     run: Run | None  # the run it trained, when its folder exists (None for the results notebook)
     error: str | None = None  # one line, when it failed
-    page: Path | None = None  # the executed notebook as an HTML page (segkit.pages)
+    page: Path | None = None  # the executed notebook as an HTML page (segkit.teaching.pages)
 
 
 STYLE = """
@@ -57,7 +57,7 @@ def notebooks_table(outcomes: Sequence[Outcome], folder: Path) -> str:
 
 
 def summary_html(outcomes: Sequence[Outcome], folder: Path) -> str:
-    """The summary page for the outcomes of ``segkit.headless.run_all``, as one HTML string."""
+    """The summary page for the outcomes of ``segkit.teaching.headless.run_all``, as one HTML string."""
     runs = [outcome.run for outcome in outcomes if outcome.run is not None and outcome.run.history]
     first = runs[0].info if runs else {}
     profile = first.get("profile", {}).get("name", "?")

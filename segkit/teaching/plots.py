@@ -16,10 +16,10 @@ from the run's ``metrics.json``, is displayed as a plain plotly output that stay
 Headless (a kernel started with ``SEGKIT_HEADLESS=1``, as ``segkit notebooks`` and
 ``papermill --engine segkit`` start theirs) nobody watches the redraws, and every output captured
 in an ``Output`` costs the headless client a message on the kernel's shell channel
-(``segkit.headless`` says why that matters): there the curves draw only their final figure.
+(``segkit.teaching.headless`` says why that matters): there the curves draw only their final figure.
 
 In Google Colab, which draws HTML but not plotly's MIME type, each bundle also holds the figure as
-HTML with plotly.js (``segkit.colab``); everywhere else the bundles are plotly JSON and text only.
+HTML with plotly.js (``segkit.teaching.colab``); everywhere else the bundles are plotly JSON and text only.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from segkit import colab, recipes
+from segkit import recipes
 from segkit.runs import Run, history_series
+from segkit.teaching import colab
 
 #: Recipe colours, given in the order of ``segkit.recipes.RECIPES`` and cycled for any number of recipes.
 PALETTE = ("#636efa", "#00a86b", "#ff9f1c", "#e63946", "#17becf", "#8c564b", "#bcbd22", "#7f7f7f")
@@ -54,7 +55,7 @@ def recipe_color(name: str) -> str:
 def mimebundle(figure: go.Figure | dict[str, Any], text: str, with_plotly: bool = True) -> dict[str, Any]:
     """A raw display bundle: the figure as plotly JSON, and a line of text for other viewers.
 
-    In Google Colab, which does not draw plotly JSON, also the figure as HTML (``segkit.colab``);
+    In Google Colab, which does not draw plotly JSON, also the figure as HTML (``segkit.teaching.colab``);
     ``with_plotly`` False leaves plotly.js out of that HTML, for a redraw where it is loaded already.
     """
     data = figure.to_plotly_json() if isinstance(figure, go.Figure) else figure

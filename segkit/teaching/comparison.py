@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from segkit.runs import Run
-from segkit.verdicts import Verdict, verdict
+from segkit.teaching.verdicts import Verdict, verdict
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from segkit import comparison, recipes
-from segkit.comparison import CLAIMS, PUBLISHED
+from segkit import recipes
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
 from segkit.runs import Run
+from segkit.teaching import comparison
+from segkit.teaching.comparison import CLAIMS, PUBLISHED
 
 #: What each recipe field means, in a learner's words.
 FIELD_LABELS = {name: info.label for name, info in recipes.FIELDS.items()}
@@ -152,7 +153,7 @@ def duration_text(seconds: float | None) -> str:
 
 def claim(recipe_name: str, run: Run, baseline: Run | None) -> str:
     """The reference's headline claim for a recipe, and what this run shows about it, in wall time
-    (measured by the claim's own function in ``segkit.comparison.CLAIMS``)."""
+    (measured by the claim's own function in ``segkit.teaching.comparison.CLAIMS``)."""
     base_published = PUBLISHED["baseline"]
     if recipe_name == "baseline":
         return (f"Published: the optimized baseline reaches {base_published.miou} mIoU in "

@@ -1,8 +1,8 @@
 """ipywidgets views for the notebooks: a recipe picker, a train button, a prediction gallery, a share button.
 
 They hold no logic of their own: the picker wires switches and fields to a
-``segkit.recipe_editor.RecipeEditor``, the train button calls ``segkit.notebooks.Job.train``
-with the picked recipe, the gallery shows ``segkit.gallery.Predictions``. Each is an
+``segkit.teaching.recipe_editor.RecipeEditor``, the train button calls ``segkit.teaching.notebooks.Job.train``
+with the picked recipe, the gallery shows ``segkit.teaching.gallery.Predictions``. Each is an
 ipywidgets box, so a notebook cell that ends with one displays it.
 """
 
@@ -16,14 +16,15 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 from IPython.display import HTML, display
 
-from segkit import classroom, recipes
+from segkit import recipes
 from segkit.errors import SegkitError, one_line
-from segkit.gallery import Predictions
-from segkit.recipe_editor import RecipeEditor
 from segkit.recipes import Recipe
+from segkit.teaching import classroom
+from segkit.teaching.gallery import Predictions
+from segkit.teaching.recipe_editor import RecipeEditor
 
 if TYPE_CHECKING:
-    from segkit.notebooks import Job
+    from segkit.teaching.notebooks import Job
 
 _WIDE = {"description_width": "190px"}
 
@@ -151,7 +152,7 @@ class PredictionGallery(w.VBox):
         self.view.value = self.predictions.html(self.indices)
 
     def _repr_mimebundle_(self, **kwargs) -> dict[str, Any]:
-        # JupyterLab draws the widget; where widgets cannot run (GitHub, nbviewer, segkit.pages) the
+        # JupyterLab draws the widget; where widgets cannot run (GitHub, nbviewer, segkit.teaching.pages) the
         # images shown when the cell ran stand in for it.
         return {**super()._repr_mimebundle_(**kwargs), "text/html": self.view.value}
 
@@ -161,7 +162,7 @@ class TrainPanel(w.VBox):
 
     Args:
         picker: the recipe picker whose recipe is trained.
-        job: the notebook's ``segkit.notebooks.Job`` (profile, data, seed, save folder).
+        job: the notebook's ``segkit.teaching.notebooks.Job`` (profile, data, seed, save folder).
     """
 
     def __init__(self, picker: RecipePicker, job: Job):
@@ -193,7 +194,7 @@ class TrainPanel(w.VBox):
 
 
 class ShareButton(w.VBox):
-    """A button that publishes a finished run to the class table (``segkit.classroom.share``).
+    """A button that publishes a finished run to the class table (``segkit.teaching.classroom.share``).
 
     Args:
         run_folder: the finished run to share.

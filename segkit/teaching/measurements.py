@@ -4,7 +4,7 @@
     sharpness              the loss increase at distance rho from a run's weights (what SAM lowers)
     fit_gap                a run's mIoU on its training images against validation (what MixUp curbs)
 
-Their figures are in ``segkit.explain``; the raw weights' mIoU is recorded during training by
+Their figures are in ``segkit.teaching.explain``; the raw weights' mIoU is recorded during training by
 ``segkit.engine.RunRecorder`` (``evaluate_raw_weights``).
 """
 

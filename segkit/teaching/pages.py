@@ -1,7 +1,7 @@
 """Executed notebooks made readable without Jupyter: a picture beside each figure, and web pages.
 
 ``add_pictures`` gives every plotly figure of an executed notebook an ``image/png`` drawn by
-``segkit.pictures``, so that GitHub and nbviewer show an image where they cannot draw plotly JSON
+``segkit.teaching.pictures``, so that GitHub and nbviewer show an image where they cannot draw plotly JSON
 (JupyterLab shows the image until the pointer enters it, then draws the interactive figure).
 It is done after execution, not in the kernel, so that a live JupyterLab session draws its figures
 interactively at once.
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import nbformat
 
-from segkit import pictures
-from segkit.plots import PLOTLY_MIME
 from segkit.runs import atomic_write
+from segkit.teaching import pictures
+from segkit.teaching.plots import PLOTLY_MIME
 
 #: plotly.js, shared by the pages of one folder.
 PLOTLY_FILE = "plotly.min.js"
@@ -87,7 +87,7 @@ def readable_offline(book: nbformat.NotebookNode) -> nbformat.NotebookNode:
             elif WIDGET_MIME in data:
                 model = state.get(data.pop(WIDGET_MIME).get("model_id"), {})
                 if model.get("model_name") == "OutputModel" and not model.get("state", {}).get("outputs"):
-                    continue  # an emptied live area (segkit.plots.LiveCurves): nothing to show
+                    continue  # an emptied live area (segkit.teaching.plots.LiveCurves): nothing to show
                 data.setdefault("text/html", INTERACTIVE_ONLY)
             kept.append(output)
         if "outputs" in cell:

@@ -3,7 +3,7 @@
 Everything here returns plain arrays or HTML strings (PNG images inlined as data URIs), so the
 pictures show in JupyterLab, in an executed notebook on GitHub and in the summary page alike,
 with nothing loaded from the network. ``Predictions`` runs a trained run's model on validation
-images; ``segkit.widgets.PredictionGallery`` is the thin widget around it.
+images; ``segkit.teaching.widgets.PredictionGallery`` is the thin widget around it.
 """
 
 from __future__ import annotations

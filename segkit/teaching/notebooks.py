@@ -18,7 +18,7 @@ Every notebook ends with ``notebooks.release_memory(globals())``: it frees what 
 cells hold and prints the kernel's memory, with the advice to shut the kernel down when the learner
 leaves the notebook (most of a kernel's memory is the libraries it imported, which only that frees).
 
-The main job that runs the notebooks headless, ``segkit notebooks``, is ``segkit.headless``.
+The main job that runs the notebooks headless, ``segkit notebooks``, is ``segkit.teaching.headless``.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from segkit.spec import DEFAULT_SEED, Launch, RunSpec, plan_launch, run_spec
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from segkit.plots import LiveCurves
-    from segkit.tables import Table
+    from segkit.teaching.plots import LiveCurves
+    from segkit.teaching.tables import Table
 
 #: The notebooks of the kit that train, in the order they run, and the recipe each one trains.
 NOTEBOOKS = {"00_baseline": "baseline", "01_mild": "mild", "02_medium": "medium", "03_hot": "hot"}
@@ -136,9 +136,9 @@ class Job:
 
     def regime_table(self) -> Table:
         """The reference's training problem beside this job's: what differs when a claim does or does not show."""
-        from segkit.explain import feature_map_side
         from segkit.scenes import CLASS_NAMES
-        from segkit.tables import Table
+        from segkit.teaching.explain import feature_map_side
+        from segkit.teaching.tables import Table
 
         reference, here = get_profile("a100"), self.settings
         scaled = [self.spec(recipes.baseline()).scaled_recipe(), recipes.baseline()]  # a100 is the reference's scale
@@ -196,9 +196,9 @@ class Job:
         Finished runs are reused. ``train_missing``: train the missing budgets here (None: on a CPU profile,
         where they take minutes; on a GPU profile they would take hours of the job's GPUs).
         """
-        from segkit import explain
-        from segkit.comparison import cost_ratio
         from segkit.engine import train
+        from segkit.teaching import explain
+        from segkit.teaching.comparison import cost_ratio
 
         train_missing = self.settings.device == "cpu" if train_missing is None else train_missing
         full_steps, points, missing = self.total_steps(recipes.baseline()), {}, []
@@ -236,7 +236,7 @@ class Job:
 
     def recipe_table(self, recipe: Recipe | None = None, changes_only: bool = False) -> Table:
         """The recipe against the baseline, with a column for how it runs on this job's profile."""
-        from segkit.tables import recipe_table
+        from segkit.teaching.tables import recipe_table
 
         return recipe_table(recipe or self.recipe, self.settings, self.steps_per_epoch,
                             changes_only=changes_only)
@@ -250,7 +250,7 @@ class Job:
         ``evaluate_raw_weights``: with EMA, also evaluate the weights SGD trains (``miou_raw``); in this
         process only (the launcher's runs do not record it).
         """
-        from segkit.plots import LiveCurves
+        from segkit.teaching.plots import LiveCurves
 
         recipe = recipe or self.recipe
         run_name = run_name or self.run_name_for(recipe)
@@ -291,7 +291,7 @@ class Job:
 
     def results(self, result: RunResult) -> Table:
         """The trained run against the baseline run (when there is one) and the published numbers."""
-        from segkit.tables import results_table
+        from segkit.teaching.tables import results_table
 
         baseline = None if result.run.recipe == "baseline" else self.baseline_run()
         table = results_table(result.run, baseline)
@@ -313,8 +313,8 @@ class Job:
 
     def sharpness(self, result: RunResult) -> go.Figure:
         """SAM's target measured: the loss increase at medium's rho around this run's and the baseline's
-        weights (``segkit.measurements.sharpness``)."""
-        from segkit import explain, measurements
+        weights (``segkit.teaching.measurements.sharpness``)."""
+        from segkit.teaching import explain, measurements
 
         rho = self.spec(recipes.medium()).scaled_recipe().sam_rho
         baseline = self.baseline_run()
@@ -324,15 +324,15 @@ class Job:
 
     def fit_gaps(self) -> go.Figure:
         """Training against validation mIoU of every finished run of this profile and seed
-        (``segkit.measurements.fit_gap``): the runs with and without MixUp side by side."""
-        from segkit import explain, measurements
+        (``segkit.teaching.measurements.fit_gap``): the runs with and without MixUp side by side."""
+        from segkit.teaching import explain, measurements
 
         runs = self.finished_runs()
         return explain.fit_gap_figure({name: measurements.fit_gap(run.folder) for name, run in runs.items()})
 
     def comparison(self, result: RunResult) -> go.Figure:
         """mIoU against time and epochs, of this run and the baseline run (when there is one)."""
-        from segkit.plots import comparison_figure
+        from segkit.teaching.plots import comparison_figure
 
         baseline = None if result.run.recipe == "baseline" else self.baseline_run()
         runs = [baseline, result.run] if baseline is not None else [result.run]

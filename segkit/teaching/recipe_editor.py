@@ -1,6 +1,6 @@
 """A recipe being edited: switch algorithms on and off, change their settings, get a ``Recipe``.
 
-This is the logic of the recipe picker (``segkit.widgets.RecipePicker`` only wires widgets to
+This is the logic of the recipe picker (``segkit.teaching.widgets.RecipePicker`` only wires widgets to
 it), so it is plain Python and tested without a browser. Switching an algorithm off and on again
 brings back the settings it had; switched on for the first time, it takes the reference's
 settings (EMA as in mild, SAM as in medium, MixUp alpha 0.2, Dice weight 1.125).
@@ -25,7 +25,7 @@ from segkit import recipes
 from segkit.errors import ConfigError
 from segkit.profiles import Profile
 from segkit.recipes import Recipe
-from segkit.tables import Table, recipe_table
+from segkit.teaching.tables import Table, recipe_table
 
 #: Each switch: the fields it owns, and the value its first field takes when it is off (``recipes.SWITCHES``).
 SWITCHES: dict[str, tuple[tuple[str, ...], Any]] = {
@@ -122,5 +122,5 @@ class RecipeEditor:
         return {} if self.error else self.recipe.changes()
 
     def table(self, profile: str | Profile | None = None, steps_per_epoch: int | None = None) -> Table:
-        """The edited recipe against the baseline (see ``segkit.tables.recipe_table``)."""
+        """The edited recipe against the baseline (see ``segkit.teaching.tables.recipe_table``)."""
         return recipe_table(self.recipe, profile, steps_per_epoch)

@@ -34,9 +34,9 @@ import plotly.graph_objects as go
 
 from segkit import recipes
 from segkit.errors import ConfigError, RunError
-from segkit.plots import recipe_color
 from segkit.runs import Run
-from segkit.tables import Table
+from segkit.teaching.plots import recipe_color
+from segkit.teaching.tables import Table
 
 #: The environment variable that names the class folder (the hub sets it for every learner).
 CLASS_VARIABLE = "SEGKIT_CLASS"
