@@ -25,6 +25,7 @@ from pathlib import Path
 from segkit import recipes
 from segkit.engine import train
 from segkit.runs import Run
+from segkit.spec import run_spec
 from segkit.teaching.verdicts import verdict
 
 CONTROLS = {
@@ -67,7 +68,7 @@ def main() -> int:
                 run = Run.load(folder)
                 miou, seconds = run.final["miou"], run.final["wall_time"]
             else:
-                result = train(recipe, "scenes", args.profile, seed=seed, save_folder=args.runs,
+                result = train(run_spec(recipe, args.profile, "scenes", seed=seed), save_folder=args.runs,
                                run_name=folder.name, print_progress=False)
                 run, miou, seconds = result.run, result.miou, result.wall_time
             final.setdefault(label, {})[seed] = miou

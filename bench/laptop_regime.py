@@ -27,6 +27,7 @@ from segkit.inference import evaluate
 from segkit.pretraining import pretrained_backbone
 from segkit.profiles import get_profile
 from segkit.recipes import baseline
+from segkit.spec import run_spec
 
 #: The recipe-cost factor of the four notebooks against the baseline: mild 0.19x, medium 1.02x and
 #: hot 3.15x the baseline's wall time, measured on the old cpu profile (docs/recipe-study.md, before
@@ -91,11 +92,11 @@ def measure(name: str, runs: Path) -> dict:
     profile, recipe = candidate_profile(name)
     epochs = CANDIDATES[name][6]
     steps_per_epoch = profile.scenes_train_images // profile.global_batch_size
-    full = train(recipe, "scenes", profile, seed=SEED, save_folder=runs, run_name=f"{name}-full",
+    full = train(run_spec(recipe, profile, "scenes", seed=SEED), save_folder=runs, run_name=f"{name}-full",
                  print_progress=False)
     short_epochs = max(1, round(0.2 * epochs))
-    short = train(recipe, "scenes", profile, seed=SEED, save_folder=runs, run_name=f"{name}-short",
-                  duration=f"{short_epochs}ep", print_progress=False)
+    short = train(run_spec(recipe, profile, "scenes", seed=SEED, duration=f"{short_epochs}ep"), save_folder=runs,
+                  run_name=f"{name}-short", print_progress=False)
     fit = evaluate(full.folder, split="training", limit=200)
     row = {
         "candidate": name,

@@ -87,6 +87,7 @@ def measure(variant: str, data: Path) -> list[dict[str, int]]:
 
     from segkit.engine import train
     from segkit.profiles import get_profile
+    from segkit.spec import run_spec
 
     class StepMemory(Callback):
         def __init__(self):
@@ -107,7 +108,7 @@ def measure(variant: str, data: Path) -> list[dict[str, int]]:
         microbatch_size=BATCH, weights=None, num_workers=0, sync_batchnorm=False)
     spy = StepMemory()
     with tempfile.TemporaryDirectory() as runs:
-        train("baseline" if variant == "baseline" else "medium", data, full_shape_on_cpu, duration="2ba",
+        train(run_spec("baseline" if variant == "baseline" else "medium", full_shape_on_cpu, data, duration="2ba"),
               save_folder=runs, callbacks=[spy], print_progress=False)
     return spy.steps
 

@@ -34,6 +34,7 @@ from segkit import recipes
 from segkit.engine import train
 from segkit.profiles import get_profile
 from segkit.runs import Run
+from segkit.spec import run_spec
 from segkit.teaching import measurements
 from segkit.teaching.comparison import CLAIMS, PUBLISHED, cost_ratio
 from segkit.teaching.plots import comparison_figure
@@ -82,9 +83,8 @@ def run_all(profile, seeds: list[int], runs: Path, variant_seeds: list[int], var
             if (folder / "model.pt").is_file():
                 results.setdefault(name, {})[seed] = Run.load(folder)
             continue
-        result = train(recipe, "scenes", profile, seed=seed, save_folder=runs,
-                       run_name=f"{recipe.name}-seed{seed}", print_progress=False,
-                       evaluate_raw_weights=name == "mild")
+        result = train(run_spec(recipe, profile, "scenes", seed=seed), save_folder=runs,
+                       run_name=f"{recipe.name}-seed{seed}", print_progress=False, evaluate_raw_weights=name == "mild")
         results.setdefault(name, {})[seed] = result.run
         print(f"seed {seed} {name:22s} mIoU {result.miou:6.2f}  {result.wall_time:6.0f} s", flush=True)
     return results

@@ -14,7 +14,8 @@ from typing import Any
 
 from segkit.errors import ConfigError, SegkitError, one_line
 from segkit.recipes import RECIPES
-from segkit.spec import DEFAULT_SEED, plan_launch
+from segkit.scenes import DEFAULT_TRAIN_IMAGES, DEFAULT_VAL_IMAGES
+from segkit.spec import DEFAULT_PROFILE, DEFAULT_RECIPE, DEFAULT_SAVE_FOLDER, DEFAULT_SEED, plan_launch
 
 EXIT_USAGE = 2
 
@@ -32,8 +33,10 @@ def add_data_command(commands) -> None:
     scenes = kinds.add_parser("scenes", help="procedural scenes in the ADEChallengeData2016 layout")
     scenes.add_argument("--out", required=True, help="folder to write (images/, annotations/, ...)")
     scenes.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
-    scenes.add_argument("--train-images", type=int, default=200, help="training images (default 200)")
-    scenes.add_argument("--val-images", type=int, default=96, help="validation images (default 96)")
+    scenes.add_argument("--train-images", type=int, default=DEFAULT_TRAIN_IMAGES,
+                        help=f"training images (default {DEFAULT_TRAIN_IMAGES})")
+    scenes.add_argument("--val-images", type=int, default=DEFAULT_VAL_IMAGES,
+                        help=f"validation images (default {DEFAULT_VAL_IMAGES})")
     prefill = kinds.add_parser("prefill", help="fill the cache ($SEGKIT_DATA) with what the profiles' runs read, "
                                                "and record its hashes (an instructor, the day before)")
     prefill.add_argument("--profile", action="append", default=None,
@@ -44,13 +47,16 @@ def add_data_command(commands) -> None:
 
 def add_train_command(commands) -> None:
     parser = commands.add_parser("train", help="train a recipe; re-running a run name resumes it")
-    parser.add_argument("--recipe", default="baseline", help=f"{', '.join(RECIPES)}, or a .yaml file")
+    parser.add_argument("--recipe", default=DEFAULT_RECIPE,
+                        help=f"{', '.join(RECIPES)}, or a .yaml file (default {DEFAULT_RECIPE})")
     parser.add_argument("--data", default=None,
                         help="'scenes' (built-in, the cpu default) or a folder with images/ and annotations/")
-    parser.add_argument("--profile", default="cpu",
-                        help="cpu (default), scratch, gpu (one GPU, ADE20k), a100 (the reference job) or tiny")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE,
+                        help=f"cpu, scratch, gpu (one GPU, ADE20k), a100 (the reference job) or tiny "
+                             f"(default {DEFAULT_PROFILE})")
     parser.add_argument("--run-name", default=None, help="run folder name (default RECIPE-PROFILE-seedSEED)")
-    parser.add_argument("--save-folder", default="runs", help="where run folders go (default runs)")
+    parser.add_argument("--save-folder", default=DEFAULT_SAVE_FOLDER,
+                        help=f"where run folders go (default {DEFAULT_SAVE_FOLDER})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"seed (default {DEFAULT_SEED}, as the reference)")
     parser.add_argument("--duration", default=None, help="override the length: e.g. 2ba or 10ep")

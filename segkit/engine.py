@@ -1,14 +1,15 @@
 """The engine: segkit's runs on MosaicML Composer. This module and ``segkit.algorithms`` are the
 only ones that import Composer; the rest of segkit is plain PyTorch and plain Python.
 
-``train(spec)`` reads top to bottom:
+``train(spec)`` reads top to bottom, like torchvision's reference training script:
 
-    RunSpec (recipe, profile, data, seed, duration, weights; segkit.spec)
-    -> data loaders (segkit.data)  ->  the recipe scaled to the profile (segkit.recipes.scale)
-    -> run folder: new, or resumed from checkpoints/latest.pt (segkit.runs)
-    -> model (segkit.model), loss (segkit.losses), optimizer and schedule
-    -> Trainer(..., algorithms=build_algorithms(recipe)) (segkit.algorithms)  ->  fit
-    -> metrics.json after every evaluation, model.pt at the end (RunRecorder, save_weights)
+    build     the processes (join_processes), the data (build_data), the plan: the recipe scaled to the
+              profile (segkit.spec.RunSpec.scaled_recipe)
+    resume?   the run folder's record (segkit.runs.run_record), new or resumed from checkpoints/latest.pt
+              (open_shared_run, segkit.runs.open_run)
+    fit       model, loss, optimizer, schedule and algorithms in a Composer Trainer (build_trainer), then
+              fit, which records how a run that does not finish ended
+    record    metrics.json after every evaluation (RunRecorder), model.pt and "finished" at the end
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from segkit.devices import (
     seconds_from_environment,
 )
 from segkit.errors import ConfigError, DataError, RunError, SegkitError
-from segkit.losses import SegmentationLoss
+from segkit.losses import SegmentationLoss, loss_for
 from segkit.metrics import MeanIoU, PixelAccuracy, iou_per_class
 from segkit.model import build_model
 from segkit.pretraining import backbone_init
@@ -75,11 +76,11 @@ from segkit.runs import (
     atomic_write,
     check_run_name,
     open_run,
-    package_versions,
     prepare_run_folder,
     remove_stale_temporaries,
+    run_record,
 )
-from segkit.spec import DEFAULT_SEED, RunSpec, run_spec
+from segkit.spec import DEFAULT_SAVE_FOLDER, RunSpec
 from segkit.transforms import eval_transform, normalize, train_transform
 
 #: Seconds a collective waits for the other processes (Composer's default): a node lost without a word (its
@@ -217,9 +218,8 @@ class RunRecorder(Callback):
         self._uncounted_seconds = 0.0
         self._wall_time_at_session_start = self.wall_time
         self._interval_start = time.monotonic()
-        self.run.info["status"] = "running"
         if dist.get_global_rank() == 0:
-            self.run.write()
+            self.run.set_status("running")
 
     def batch_end(self, state: State, logger: Logger) -> None:
         losses = state.total_loss_dict
@@ -299,15 +299,10 @@ def progress_line(entry: dict[str, Any], duration: str) -> str:
 
 
 def train(
-    recipe: str | Path | Recipe | RunSpec = "baseline",
-    data: str | Path | None = None,
-    profile: str | Profile = "cpu",
+    spec: RunSpec,
     *,
+    save_folder: str | Path = DEFAULT_SAVE_FOLDER,
     run_name: str | None = None,
-    save_folder: str | Path = "runs",
-    seed: int = DEFAULT_SEED,
-    duration: str | None = None,
-    weights: str | None = None,
     on_progress: Callable[[str, dict[str, Any]], None] | None = None,
     callbacks: Sequence[Callback] = (),
     print_progress: bool = True,
@@ -315,33 +310,23 @@ def train(
     evaluate_raw_weights: bool = False,
     check_data: bool | None = None,
 ) -> RunResult:
-    """Train a recipe on a profile and keep a run folder; resume it if it exists.
+    """Train ``spec`` and keep its run folder; resume the run if the folder holds it.
 
     Args:
-        recipe: a ``RunSpec`` (then ``data``, ``profile``, ``seed``, ``duration`` and ``weights`` come
-            from it), or a recipe name (``baseline``, ``mild``, ``medium``, ``hot``), a recipe YAML
-            file, or a ``Recipe`` at the reference scale.
-        data: ``"scenes"`` (the built-in set) or the folder holding ``images/`` and ``annotations/``;
-            None: the profile's default.
-        profile: ``"cpu"`` (default), ``"scratch"``, ``"gpu"`` (one GPU), ``"a100"`` (the reference job),
-            ``"tiny"`` or a ``Profile``.
-        run_name: folder name under ``save_folder``; defaults to ``RunSpec.run_name``.
-            Running again with the same name resumes from the last checkpoint.
+        spec: the run (``segkit.run_spec("mild", profile="tiny")``): recipe, profile, data, seed, duration, weights.
         save_folder: where run folders go.
-        seed: seeds model init, data order, augmentation and algorithms.
-        duration: overrides the scaled recipe's length, e.g. ``"2ba"`` or ``"10ep"``.
-        weights: backbone init overriding the profile's: ``"imagenet"``, ``"scenes"``, a local ``.pth``
-            or ``"none"``.
-        on_progress: called as ``on_progress("batch", {...})`` after every step and
-            ``on_progress("eval", entry)`` after every evaluation (live plots use this).
+        run_name: folder name under ``save_folder``; defaults to ``spec.run_name``. Running again with the
+            same name resumes from the last checkpoint.
+        on_progress: called as ``on_progress("batch", {...})`` after every step and ``on_progress("eval", entry)``
+            after every evaluation (live plots use this).
         callbacks: extra Composer callbacks.
         print_progress: print one line per evaluation.
         progress_bar: Composer's progress bar; by default shown when stdout is a terminal.
-        evaluate_raw_weights: with EMA, also evaluate the raw weights at every evaluation
-            (``miou_raw`` in the history; its time is not counted in the run's wall time).
-        check_data: read every validation file before anything is written, so that a bad one fails at the
-            start rather than at the first evaluation; None (default): on GPU profiles (``gpu``, ``a100``),
-            whose first evaluation comes after an epoch of ADE20k. Cost: docs/reliability.md.
+        evaluate_raw_weights: with EMA, also evaluate the raw weights at every evaluation (``miou_raw`` in the
+            history; its time is not counted in the run's wall time).
+        check_data: read every validation file before anything is written, so that a bad one fails at the start
+            rather than at the first evaluation; None (default): on GPU profiles (``gpu``, ``a100``), whose first
+            evaluation comes after an epoch of ADE20k. Cost: docs/reliability.md.
 
     Returns:
         A ``RunResult`` with the run folder and the final mIoU.
@@ -349,143 +334,172 @@ def train(
     Raises:
         ConfigError, DataError, WeightsError, RunError: bad input, with a message saying what to do.
     """
-    spec = recipe if isinstance(recipe, RunSpec) else run_spec(recipe, profile, data, seed, duration, weights)
-    profile, recipe, seed = spec.profile, spec.recipe, spec.seed
+    if not isinstance(spec, RunSpec):
+        raise ConfigError(f"train takes a RunSpec, got {spec!r}; build one with segkit.run_spec({spec!r}, "
+                          f"profile=..., data=...)")
     run_name = check_run_name(run_name or spec.run_name)
-    try:
-        check_available(profile.device)
-    except ConfigError as error:
-        raise ConfigError(f"profile {profile.name!r} {error}") from None
-    configure_backends(profile.device)
-    world, rank = dist.get_world_size(), dist.get_global_rank()
-    synced_batchnorm = profile.sync_batchnorm and world > 1
-    if synced_batchnorm and profile.device != "gpu":  # torch's SyncBatchNorm computes on GPUs only
-        raise ConfigError(f"profile {profile.name!r} synchronizes BatchNorm, which runs on GPUs only; set its "
-                          f"sync_batchnorm to False to train on {world} CPU processes")
-    if profile.global_batch_size % world:
-        raise ConfigError(f"the global batch {profile.global_batch_size} does not split over {world} processes")
-    device_batch = profile.global_batch_size // world
-    if world > 1:  # now, so that every process takes the run folder's decisions together (open_shared_run)
-        dist.initialize_dist(profile.device, timeout=dist_timeout())
-
-    data_root = spec.data_folder()
-    # The built-in sets are a few hundred small images: kept decoded in the one process that loads them,
-    # every epoch after the first skips decoding, with the same results (docs/benchmarks.md).
-    keep_decoded = spec.data == "scenes" and profile.num_workers == 0
-    data_format = dataset_format(data_root)
-    train_set = open_dataset(data_root, "training", train_transform(profile.image_size), data_format, keep_decoded)
-    val_set = open_dataset(data_root, "validation", eval_transform(profile.image_size), data_format, keep_decoded)
-    if profile.device == "gpu" if check_data is None else check_data:
-        started = time.monotonic()
-        check_shared(val_set, workers=profile.num_workers)
-        if rank == 0 and print_progress:
-            print(f"checked the {len(val_set)} validation files in {time.monotonic() - started:.1f} s", flush=True)
-    microbatch = check_microbatch(profile.microbatch_size, device_batch, train_set.num_classes, profile.image_size)
-    if rank == 0 and print_progress:
-        size = f"auto, from {microbatch}" if profile.microbatch_size == "auto" else microbatch
-        print(f"{run_name}: {world} process(es) on {profile.device}, global batch {profile.global_batch_size} = "
-              f"{device_batch} per process, in microbatches of {size}", flush=True)
-    note = class_list_note(train_set)
-    if rank == 0 and print_progress and note:
-        print(note, flush=True)
-    check_shared_memory(profile.num_workers, PREFETCH_FACTOR, device_batch * sample_bytes(profile.image_size))
-    train_loader, val_loader = build_loaders(
-        train_set, val_set, device_batch, seed, num_workers=profile.num_workers,
-        pin_memory=pins_memory(profile.device), world_size=world, rank=rank, eval_batch=microbatch, packed=True)
-    if len(train_loader) == 0:
-        raise ConfigError(f"{data_root} has {len(train_set)} training images, fewer than one batch of "
-                          f"{device_batch} per device; add images or use a smaller profile")
-    scaled = spec.scaled_recipe(world)  # steps per epoch: len(train_loader), counted by the spec
-    if profile.device == "gpu":  # a memory layout, not an algorithm: every GPU run is faster with it
-        scaled = dataclasses.replace(scaled, channels_last=True)
-    max_duration = Time.from_timestring(spec.duration or f"{scaled.epochs}ep")
+    say = print if print_progress and dist.get_global_rank() == 0 else lambda *args, **kwargs: None
+    world = join_processes(spec.profile)
+    data = build_data(spec, run_name, world, check_data, say)
+    plan = spec.scaled_recipe(world)  # steps per epoch: len(train_loader), counted by the spec
+    if spec.profile.device == "gpu":  # a memory layout, not an algorithm: every GPU run is faster with it
+        plan = dataclasses.replace(plan, channels_last=True)
+    max_duration = Time.from_timestring(spec.duration or f"{plan.epochs}ep")
 
     folder = prepare_run_folder(Path(save_folder).expanduser() / run_name)
     with RunLock(folder, enabled=dist.get_global_rank() == 0):
         if dist.get_global_rank() == 0:
             remove_stale_temporaries(folder)
-        info = {
-            "run_name": run_name,
-            "status": "starting",
-            "recipe": dataclasses.asdict(recipe),
-            "plan": dataclasses.asdict(scaled),
-            "profile": dataclasses.asdict(profile),
-            "data": {"root": str(data_root.resolve()), "format": data_format, "train_images": len(train_set),
-                     "val_images": len(val_set), "num_classes": train_set.num_classes,
-                     "class_names": list(train_set.class_names)},
-            "seed": seed,
-            "duration": str(max_duration),
-            "world_size": world,
-            "batchnorm": f"synchronized over {world} processes" if synced_batchnorm else "per process",
-            "versions": package_versions(),
-            "command": " ".join(sys.argv),
-        }
-        run, resuming = open_shared_run(folder, info)
+        record = run_record(run_name, spec, plan, data.description, str(max_duration), world, batchnorm(spec, world))
+        run, resuming = open_shared_run(folder, record)
         if run.status == "finished":
-            if print_progress:
-                print(f"run {run_name} has already finished; nothing to train", flush=True)
+            say(f"run {run_name} has already finished; nothing to train", flush=True)
             return RunResult.of(run, resumed=True)
-
-        probes = [RawWeightsProbe(train_set.num_classes)] if evaluate_raw_weights else []
-        reproducibility.seed_all(seed)  # model init is part of the run
-        module = build_model(
-            profile, train_set.num_classes,
-            # a resumed run takes its weights from the checkpoint: no download, no file needed
-            weights=None if resuming else backbone_init(spec.backbone_weights, profile.backbone))
-        if synced_batchnorm:
-            module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        loss = SegmentationLoss(scaled.ce_weight, scaled.dice_weight)
-        model = SegmentationModel(module, train_set.num_classes, torch.compile(loss) if profile.compile else loss)
-        optimizer = DecoupledSGDW(model.parameters(), lr=scaled.lr, momentum=scaled.momentum,
-                                  weight_decay=scaled.weight_decay)
-        schedulers = [CosineAnnealingScheduler(t_max="1dur", alpha_f=0.0)] if scaled.lr_schedule == "cosine" else []
-        if progress_bar is None:
-            progress_bar = sys.stdout.isatty() and "ipykernel" not in sys.modules
-        with warnings.catch_warnings():
-            for pattern in _QUIET:
-                warnings.filterwarnings("ignore", message=pattern)
-            # Composer unpickles the checkpoint it loads with weights_only=False, so it gets a private copy of
-            # latest.pt, the bytes that were checked (segkit.checkpoints), deleted once loaded; a file swapped
-            # into the run folder meanwhile is never unpickled.
-            resume_from = checkpoints.checked_copy(folder / CHECKPOINT_FILE, model) if resuming else None
-            with resume_from or contextlib.nullcontext() as checked:
-                trainer = Trainer(
-                    model=model,
-                    # masks travel as bytes and become training labels on the device (data.pack_masks)
-                    train_dataloader=DataSpec(train_loader, microbatch_transforms=unpack_masks),
-                    eval_dataloader=DataSpec(val_loader, microbatch_transforms=unpack_masks),
-                    max_duration=max_duration,
-                    optimizers=optimizer,
-                    schedulers=schedulers,
-                    step_schedulers_every_batch=True,
-                    algorithms=build_algorithms(scaled),
-                    callbacks=[RunRecorder(run, print_progress, on_progress, probes), *callbacks],
-                    loggers=[],
-                    run_name=run_name,
-                    seed=seed,
-                    device=profile.device,
-                    precision=profile.precision,
-                    device_train_microbatch_size="auto" if profile.microbatch_size == "auto" else microbatch,
-                    compile_config={} if profile.compile else None,
-                    load_path=str(checked) if checked else None,
-                    progress_bar=progress_bar,
-                    log_to_console=False,
-                    python_log_level=None,
-                )
-            if profile.microbatch_size == "auto":  # Composer would start from the whole device batch
-                trainer.state.device_train_microbatch_size = microbatch
-            try:
-                fit(trainer, run)
-            except BaseException:
-                with contextlib.suppress(Exception):  # after a lost process close() fails too: the first error tells
-                    trainer.close()
-                raise
-            trainer.close()
+        recorder = RunRecorder(run, print_progress, on_progress,
+                               [RawWeightsProbe(data.num_classes)] if evaluate_raw_weights else [])
+        with build_trainer(spec, plan, data, max_duration, folder, resuming, [recorder, *callbacks],
+                           progress_bar) as trainer:
+            fit(trainer, run)
         if dist.get_global_rank() == 0:
             save_weights(trainer, folder / WEIGHTS_FILE)
-            run.info["status"] = "finished"
-            run.write()
+            run.set_status("finished")
     return RunResult.of(run, resumed=resuming)
+
+
+def join_processes(profile: Profile) -> int:
+    """Check the profile's device and batch against this process's world, join the others; the world size."""
+    try:
+        check_available(profile.device)
+    except ConfigError as error:
+        raise ConfigError(f"profile {profile.name!r} {error}") from None
+    configure_backends(profile.device)
+    world = dist.get_world_size()
+    if profile.sync_batchnorm and world > 1 and profile.device != "gpu":  # torch's SyncBatchNorm is GPU-only
+        raise ConfigError(f"profile {profile.name!r} synchronizes BatchNorm, which runs on GPUs only; set its "
+                          f"sync_batchnorm to False to train on {world} CPU processes")
+    if profile.global_batch_size % world:
+        raise ConfigError(f"the global batch {profile.global_batch_size} does not split over {world} processes")
+    if world > 1:  # now, so that every process takes the run folder's decisions together (open_shared_run)
+        dist.initialize_dist(profile.device, timeout=dist_timeout())
+    return world
+
+
+def batchnorm(spec: RunSpec, world: int) -> str:
+    """What the BatchNorm statistics cover: every process of the run, or each its own batch."""
+    synced = spec.profile.sync_batchnorm and world > 1
+    return f"synchronized over {world} processes" if synced else "per process"
+
+
+@dataclasses.dataclass
+class RunData:
+    """A run's data: the two splits, their loaders and the evaluation microbatch."""
+
+    train_set: Any
+    val_set: Any
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    microbatch: int
+    description: dict[str, Any]  # what the run record keeps (segkit.runs.RunInfo's data)
+
+    @property
+    def num_classes(self) -> int:
+        return self.train_set.num_classes
+
+
+def build_data(spec: RunSpec, run_name: str, world: int, check_data: bool | None,
+               say: Callable[..., None]) -> RunData:
+    """The run's datasets and loaders, this process's share; the validation files read first when asked."""
+    profile, rank = spec.profile, dist.get_global_rank()
+    device_batch = profile.global_batch_size // world
+    root = spec.data_folder()
+    # The built-in sets are a few hundred small images: kept decoded in the one process that loads them,
+    # every epoch after the first skips decoding, with the same results (docs/benchmarks.md).
+    keep_decoded = spec.data == "scenes" and profile.num_workers == 0
+    data_format = dataset_format(root)
+    train_set = open_dataset(root, "training", train_transform(profile.image_size), data_format, keep_decoded)
+    val_set = open_dataset(root, "validation", eval_transform(profile.image_size), data_format, keep_decoded)
+    if profile.device == "gpu" if check_data is None else check_data:
+        started = time.monotonic()
+        check_shared(val_set, workers=profile.num_workers)
+        say(f"checked the {len(val_set)} validation files in {time.monotonic() - started:.1f} s", flush=True)
+    microbatch = check_microbatch(profile.microbatch_size, device_batch, train_set.num_classes, profile.image_size)
+    size = f"auto, from {microbatch}" if profile.microbatch_size == "auto" else microbatch
+    say(f"{run_name}: {world} process(es) on {profile.device}, global batch {profile.global_batch_size} = "
+        f"{device_batch} per process, in microbatches of {size}", flush=True)
+    if note := class_list_note(train_set):
+        say(note, flush=True)
+    check_shared_memory(profile.num_workers, PREFETCH_FACTOR, device_batch * sample_bytes(profile.image_size))
+    train_loader, val_loader = build_loaders(
+        train_set, val_set, device_batch, spec.seed, num_workers=profile.num_workers,
+        pin_memory=pins_memory(profile.device), world_size=world, rank=rank, eval_batch=microbatch, packed=True)
+    if len(train_loader) == 0:
+        raise ConfigError(f"{root} has {len(train_set)} training images, fewer than one batch of "
+                          f"{device_batch} per device; add images or use a smaller profile")
+    description = {"root": str(root.resolve()), "format": data_format, "train_images": len(train_set),
+                   "val_images": len(val_set), "num_classes": train_set.num_classes,
+                   "class_names": list(train_set.class_names)}
+    return RunData(train_set, val_set, train_loader, val_loader, microbatch, description)
+
+
+@contextlib.contextmanager
+def build_trainer(spec: RunSpec, plan: Recipe, data: RunData, max_duration: Time, folder: Path, resuming: bool,
+                  callbacks: Sequence[Callback], progress_bar: bool | None) -> Iterator[Trainer]:
+    """The model, loss, optimizer and schedule of ``plan`` in a Composer ``Trainer``, loaded from the run
+    folder's checkpoint when it resumes; closed on the way out."""
+    profile = spec.profile
+    reproducibility.seed_all(spec.seed)  # model init is part of the run
+    module = build_model(
+        profile, data.num_classes,
+        # a resumed run takes its weights from the checkpoint: no download, no file needed
+        weights=None if resuming else backbone_init(spec.backbone_weights, profile.backbone))
+    if profile.sync_batchnorm and dist.get_world_size() > 1:
+        module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    loss = loss_for(plan)
+    model = SegmentationModel(module, data.num_classes, torch.compile(loss) if profile.compile else loss)
+    optimizer = DecoupledSGDW(model.parameters(), lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
+    schedulers = [CosineAnnealingScheduler(t_max="1dur", alpha_f=0.0)] if plan.lr_schedule == "cosine" else []
+    if progress_bar is None:
+        progress_bar = sys.stdout.isatty() and "ipykernel" not in sys.modules
+    with warnings.catch_warnings():
+        for pattern in _QUIET:
+            warnings.filterwarnings("ignore", message=pattern)
+        # Composer unpickles the checkpoint it loads with weights_only=False, so it gets a private copy of
+        # latest.pt, the bytes that were checked (segkit.checkpoints), deleted once loaded; a file swapped
+        # into the run folder meanwhile is never unpickled.
+        resume_from = checkpoints.checked_copy(folder / CHECKPOINT_FILE, model) if resuming else None
+        with resume_from or contextlib.nullcontext() as checked:
+            trainer = Trainer(
+                model=model,
+                # masks travel as bytes and become training labels on the device (data.pack_masks)
+                train_dataloader=DataSpec(data.train_loader, microbatch_transforms=unpack_masks),
+                eval_dataloader=DataSpec(data.val_loader, microbatch_transforms=unpack_masks),
+                max_duration=max_duration,
+                optimizers=optimizer,
+                schedulers=schedulers,
+                step_schedulers_every_batch=True,
+                algorithms=build_algorithms(plan),
+                callbacks=list(callbacks),
+                loggers=[],
+                run_name=folder.name,
+                seed=spec.seed,
+                device=profile.device,
+                precision=profile.precision,
+                device_train_microbatch_size="auto" if profile.microbatch_size == "auto" else data.microbatch,
+                compile_config={} if profile.compile else None,
+                load_path=str(checked) if checked else None,
+                progress_bar=progress_bar,
+                log_to_console=False,
+                python_log_level=None,
+            )
+        if profile.microbatch_size == "auto":  # Composer would start from the whole device batch
+            trainer.state.device_train_microbatch_size = data.microbatch
+        try:
+            yield trainer
+        except BaseException:
+            with contextlib.suppress(Exception):  # after a lost process close() fails too: the first error tells
+                trainer.close()
+            raise
+        trainer.close()
 
 
 def open_shared_run(folder: Path, info: dict[str, Any]) -> tuple[Run, bool]:
@@ -586,10 +600,10 @@ def fit(trainer: Trainer, run: Run) -> None:
             lost = str(error).startswith("lost contact with another process")
             # Rank 0 keeps metrics.json; when the lost process may be rank 0 itself, any survivor says so.
             if dist.get_global_rank() == 0 or lost:
-                run.info["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) or lost else "failed"
-                run.info["error"] = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+                status = "interrupted" if isinstance(error, KeyboardInterrupt) or lost else "failed"
+                message = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
                 with contextlib.suppress(SegkitError):  # a full disk may refuse this too; the error is raised anyway
-                    run.write()
+                    run.set_status(status, message)
             raise
 
 

@@ -16,13 +16,16 @@ full-size fp32 copy and never waits for the GPU.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from segkit.transforms import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from segkit.recipes import Recipe
 
 #: Smoothing of the Dice ratio, numerator and denominator (as in Composer's DiceLoss).
 DICE_SMOOTH = 1e-5
@@ -143,3 +146,16 @@ class SegmentationLoss(nn.Module):
                 parts["dice"] = dice_loss(log_probs.exp(), target, self.ignore_index)
         total = self.ce_weight * parts["cross_entropy"] + self.dice_weight * parts["dice"]
         return {"total": total, **parts}
+
+
+def loss_for(recipe: Recipe) -> SegmentationLoss:
+    """The loss a recipe trains with: the one place a recipe's loss settings become a loss (the engine and
+    ``segkit.teaching.measurements`` call it).
+
+    Example:
+        >>> from segkit.recipes import baseline
+        >>> loss = loss_for(baseline())
+        >>> loss.ce_weight, loss.dice_weight
+        (0.375, 1.125)
+    """
+    return SegmentationLoss(recipe.ce_weight, recipe.dice_weight)

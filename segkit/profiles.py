@@ -16,6 +16,7 @@ import functools
 from dataclasses import dataclass
 
 from segkit.errors import ConfigError
+from segkit.scenes import DEFAULT_TRAIN_IMAGES, DEFAULT_VAL_IMAGES
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ PROFILES = {
     "cpu": Profile(
         name="cpu", image_size=64, backbone="resnet10", output_stride=16, head_channels=128,
         weights="scenes", global_batch_size=8, microbatch_size=8, precision="fp32",
-        epoch_scale=40 / 128, default_data="scenes", scenes_train_images=200, scenes_val_images=96,
+        epoch_scale=40 / 128, default_data="scenes", scenes_train_images=DEFAULT_TRAIN_IMAGES,
+        scenes_val_images=DEFAULT_VAL_IMAGES,
         num_workers=0, sync_batchnorm=False, device="cpu",
     ),
     # The first release's laptop regime, kept to show why the regime matters: ResNet-10 from scratch,
@@ -120,7 +122,8 @@ PROFILES = {
     "scratch": Profile(
         name="scratch", image_size=64, backbone="resnet10", output_stride=16, head_channels=128,
         weights=None, global_batch_size=16, microbatch_size=16, precision="fp32",
-        epoch_scale=1 / 8, default_data="scenes", scenes_train_images=200, scenes_val_images=96,
+        epoch_scale=1 / 8, default_data="scenes", scenes_train_images=DEFAULT_TRAIN_IMAGES,
+        scenes_val_images=DEFAULT_VAL_IMAGES,
         num_workers=0, sync_batchnorm=False, device="cpu",
     ),
     # Seconds per run: tests, notebook smoke runs, checking a setup.

@@ -105,7 +105,10 @@ RECIPES = {"baseline": baseline, "mild": mild, "medium": medium, "hot": hot}
 
 
 # How each field and each algorithm switch is shown and edited: read by the recipe lab (the editor and
-# its widgets) and the tables. A new Recipe field needs an entry here (a test checks every field has one).
+# its widgets) and the tables. A new Recipe field needs an entry here (a test checks every field has one);
+# a new algorithm is a field (or a few), its check in ``check``, a Switch, and where it acts: the loss
+# (``segkit.losses.loss_for``) or a Composer algorithm (``segkit.algorithms.build_algorithms``).
+# docs/architecture.md walks through one.
 
 @dataclass(frozen=True)
 class FieldInfo:
@@ -119,15 +122,23 @@ class FieldInfo:
 
 @dataclass(frozen=True)
 class Switch:
-    """An algorithm the lab turns on and off: the fields it owns, their "off" value, where its
-    settings come from when it is first turned on."""
+    """An algorithm the lab turns on and off: the fields it owns, their "off" value, and the settings it
+    takes when first switched on: a reference recipe's (``introduced_by``), or its own (``on_settings``)."""
 
     label: str  # the switch's label in the lab
     fields: tuple[str, ...]  # the fields it owns; the first one turns it off
-    off: Any  # the first field's value when the algorithm is off
-    introduced_by: str  # the reference recipe whose settings it takes when first switched on
+    off: Any  # the first field's value when the algorithm is off (tables show it as "off")
+    introduced_by: str | None = None  # the reference recipe whose settings it takes when first switched on
+    on_settings: dict[str, Any] = dataclasses.field(default_factory=dict)  # else these: every field it owns
     # other fields' values while it is off, their introducing recipe's when on
     off_settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def first_settings(self) -> dict[str, Any]:
+        """The values of its fields (and of ``off_settings``' fields) when it is first switched on."""
+        names = (*self.fields, *self.off_settings)
+        if self.introduced_by is not None:
+            return {name: getattr(get(self.introduced_by), name) for name in names}
+        return {name: self.on_settings[name] for name in names}
 
 
 FIELDS: dict[str, FieldInfo] = {
@@ -154,6 +165,27 @@ SWITCHES: dict[str, Switch] = {
     # trained (0.375 x CE alone would be CE with the learning rate cut to 0.375 of the reference's)
     "dice": Switch("Dice loss term", ("dice_weight",), 0.0, "baseline", off_settings={"ce_weight": 1.0}),
 }
+#: The fields a run's name has always covered (``run_name_settings``): every field Recipe had when run names
+#: were first given out. Never add to it: a field added later is named only when set away from its default.
+NAMED_FIELDS = ("name", "epochs", "lr_schedule", "lr", "momentum", "weight_decay", "global_batch_size",
+                "ce_weight", "dice_weight", "channels_last", "ema_half_life", "ema_update_interval", "sam_rho",
+                "sam_interval", "mixup_alpha")
+
+
+def run_name_settings(recipe: Recipe) -> str:
+    """The settings a run's name is made from (``segkit.spec.RunSpec.run_name`` digests them), as YAML.
+
+    A field added to ``Recipe`` joins them only when set away from its default, so adding one renames no run
+    folder: an older edited recipe's run keeps its name, and resumes.
+
+    Example:
+        >>> run_name_settings(baseline()) == baseline().to_yaml()
+        True
+    """
+    defaults = {f.name: f.default for f in fields(Recipe)}
+    values = {name: value for name, value in dataclasses.asdict(recipe).items()
+              if name in NAMED_FIELDS or value != defaults[name]}
+    return yaml.safe_dump(values, sort_keys=False)
 
 
 def get(name: str) -> Recipe:

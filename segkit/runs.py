@@ -16,20 +16,26 @@ This module is plain Python: notebooks, plots and widgets read runs through it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import math
 import os
 import platform
 import re
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TypedDict
+from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict
 
 from segkit.errors import ConfigError, RunError
-from segkit.model import DEFAULT_ARCHITECTURE
+from segkit.profiles import Profile
+from segkit.recipes import Recipe
+
+if TYPE_CHECKING:
+    from segkit.spec import RunSpec
 
 try:
     import fcntl
@@ -167,8 +173,19 @@ class Evaluation(TypedDict, total=False):
     images_per_second: float | None  # training throughput since the previous evaluation
 
 
+class DataInfo(TypedDict):
+    """What a run trained and evaluated on."""
+
+    root: str  # the data folder, resolved
+    format: str  # a key of segkit.data.DATASET_FORMATS
+    train_images: int
+    val_images: int
+    num_classes: int
+    class_names: list[str]
+
+
 class RunInfo(TypedDict, total=False):
-    """What ``metrics.json`` holds besides the history."""
+    """What ``metrics.json`` holds besides the history (``run_record`` builds it)."""
 
     run_name: str
     status: str  # starting, running, finished, failed or interrupted
@@ -176,7 +193,7 @@ class RunInfo(TypedDict, total=False):
     recipe: dict[str, Any]  # the Recipe at the reference scale, as a dict
     plan: dict[str, Any]  # the Recipe scaled to the profile: what actually ran
     profile: dict[str, Any]  # the Profile, as a dict
-    data: dict[str, Any]  # root, train_images, val_images, num_classes, class_names
+    data: DataInfo
     seed: int
     duration: str  # the run's length, e.g. "16ep"
     world_size: int  # processes (GPUs) that trained it
@@ -184,6 +201,18 @@ class RunInfo(TypedDict, total=False):
     command: str  # the command line that started it
     per_class_iou: dict[str, float | None]  # at the last evaluation, over the whole validation set
     batchnorm: str  # "synchronized over N processes" or "per process": what the BatchNorm statistics covered
+
+
+STATUSES = ("starting", "running", "finished", "failed", "interrupted")
+
+
+def run_record(run_name: str, spec: RunSpec, plan: Recipe, data: DataInfo, duration: str, world_size: int,
+               batchnorm: str) -> RunInfo:
+    """The record of a run about to start: what it is, from the spec and what the engine found."""
+    return RunInfo(run_name=run_name, status="starting", recipe=dataclasses.asdict(spec.recipe),
+                   plan=dataclasses.asdict(plan), profile=dataclasses.asdict(spec.profile), data=data,
+                   seed=spec.seed, duration=duration, world_size=world_size, batchnorm=batchnorm,
+                   versions=package_versions(), command=" ".join(sys.argv))
 
 
 @dataclass
@@ -249,6 +278,15 @@ class Run:
     def write(self) -> None:
         write_json(self.folder / METRICS_FILE, {**self.info, "history": self.history})
 
+    def set_status(self, status: str, error: str | None = None) -> None:
+        """Record how the run stands (one of ``STATUSES``), with the one-line error of a run that stopped."""
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        self.info["status"] = status
+        if error is not None:
+            self.info["error"] = error
+        self.write()
+
 
 def history_series(history: list[dict[str, Any]], key: str) -> tuple[list[float], list[float], list[float]]:
     """``(epochs, wall_times, values)`` of the history entries that have ``key``.
@@ -309,9 +347,14 @@ def open_run(folder: Path, info: dict[str, Any]) -> tuple[Run, bool]:
     return run, resuming
 
 
-#: Fields that newer segkit records and an older run folder lacks, with the value they had before they
-#: were recorded, so that an older run still resumes.
-ADDED_FIELDS = {"profile": {"architecture": DEFAULT_ARCHITECTURE, "compile": False}}
+def field_defaults(kind: type) -> dict[str, Any]:
+    """A dataclass's fields that have a default, with it."""
+    return {f.name: f.default for f in dataclasses.fields(kind) if f.default is not dataclasses.MISSING}
+
+
+#: What an older run folder's record lacks takes its field's default: a field is added to Recipe or Profile
+#: with the default that keeps what runs did before it (docs/architecture.md), so an older run still resumes.
+ADDED_FIELDS = {"recipe": field_defaults(Recipe), "profile": field_defaults(Profile)}
 
 
 def check_same_run(previous: dict[str, Any], current: dict[str, Any], folder: Path) -> None:

@@ -1,9 +1,9 @@
 """What a run is, in one frozen object: ``RunSpec`` (recipe, profile, data, seed, duration, weights).
 
-The command line, the notebooks' ``Job`` and ``segkit.train`` all build a ``RunSpec``; the
-defaults live here only, and so do the rules derived from a spec: the run's folder name, the
-steps per epoch on its data, the recipe scaled to its profile, and the checks that a run can
-start (a profile that needs real data gets it, a duration parses, a weights file exists).
+The command line, the notebooks' ``Job`` and ``segkit.train`` all build a ``RunSpec``. A run's defaults
+(recipe, profile, save folder, seed) live here only, and so do the rules derived from a spec: the run's
+folder name, the steps per epoch on its data, the recipe scaled to its profile, and the checks that a run
+can start (a profile that needs real data gets it, a duration parses, a weights file exists).
 Plain Python: nothing here imports Composer.
 """
 
@@ -23,8 +23,11 @@ from segkit.processes import run_launcher
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
 
-#: The reference seed (mosaicml/examples deeplab yaml).
-DEFAULT_SEED = 17
+#: What a run is when nothing says otherwise: the command line, the notebooks' Job and ``run_spec`` read these.
+DEFAULT_RECIPE = "baseline"
+DEFAULT_PROFILE = "cpu"  # minutes on 2 CPU cores, on the built-in scenes
+DEFAULT_SAVE_FOLDER = "runs"
+DEFAULT_SEED = 17  # the reference seed (mosaicml/examples deeplab yaml)
 #: A run's length override: a number of batches or epochs.
 _DURATION = re.compile(r"^([1-9][0-9]*)(ba|ep)$")
 #: Backbone initializations by name (anything else must be a weights file).
@@ -68,10 +71,11 @@ class RunSpec:
     @property
     def run_name(self) -> str:
         """``RECIPE-PROFILE-seedSEED``, plus ``-DURATION`` when the length is overridden; a recipe that is
-        not exactly a named one carries a digest of its settings, so two edits never share a folder."""
+        not exactly a named one carries a digest of its settings (``recipes.run_name_settings``), so two edits
+        never share a folder."""
         name = self.recipe.name
         if name not in recipes.RECIPES or recipes.get(name) != self.recipe:
-            name = f"{name}-{hashlib.sha1(self.recipe.to_yaml().encode()).hexdigest()[:8]}"
+            name = f"{name}-{hashlib.sha1(recipes.run_name_settings(self.recipe).encode()).hexdigest()[:8]}"
         return default_run_name(name, self.profile.name, self.seed, self.duration or "")
 
     def data_folder(self) -> Path:
@@ -195,7 +199,7 @@ def needs_data(profile: Profile) -> ConfigError:
                        f"ADEChallengeData2016 as data (--data, or data_root in a notebook)")
 
 
-def run_spec(recipe: str | Path | Recipe = "baseline", profile: str | Profile = "cpu",
+def run_spec(recipe: str | Path | Recipe = DEFAULT_RECIPE, profile: str | Profile = DEFAULT_PROFILE,
              data: str | Path | None = None, seed: int = DEFAULT_SEED, duration: str | None = None,
              weights: str | None = None) -> RunSpec:
     """A ``RunSpec`` from names: a recipe name or YAML file, a profile name; ``data=None`` means the

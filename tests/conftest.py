@@ -89,3 +89,13 @@ def run_segkit(*args: str, cwd: Path | None = None, timeout: float = 300) -> sub
 def process_tree(root: int) -> dict[int, int]:
     """pid -> parent pid of every process below ``root``, nearest first (Linux /proc)."""
     return {pid: entry.parent for pid, entry in descendants(root).items()}
+
+
+#: The ``run_spec`` arguments among a test's training options (the rest are ``train``'s).
+SPEC_OPTIONS = ("recipe", "profile", "data", "seed", "duration", "weights")
+
+
+def train_options(options: dict) -> tuple[dict, dict]:
+    """A test's options for one run, split into ``run_spec``'s and ``train``'s: ``train(run_spec(**a), **b)``."""
+    return ({key: value for key, value in options.items() if key in SPEC_OPTIONS},
+            {key: value for key, value in options.items() if key not in SPEC_OPTIONS})

@@ -9,6 +9,7 @@ from composer.algorithms import EMA
 from segkit.algorithms import SegmentationMixUp
 from segkit.engine import train
 from segkit.losses import MixedMasks
+from segkit.spec import run_spec
 
 
 class Spy(Callback):
@@ -48,8 +49,8 @@ class Spy(Callback):
 
 def test_medium_algorithms_act(tmp_path, scenes_root):
     spy = Spy()
-    result = train("medium", scenes_root, "tiny", duration="4ba", save_folder=tmp_path,
-                   callbacks=[spy], print_progress=False)
+    result = train(run_spec("medium", "tiny", scenes_root, duration="4ba"), save_folder=tmp_path, callbacks=[spy],
+                   print_progress=False)
     # SAM (interval 2): every second step takes a second forward-backward at w + e(w).
     assert spy.forwards_per_batch == [1, 2, 1, 2]
     # MixUp: every training forward sees mixed float images and a two-mask target.
@@ -63,7 +64,7 @@ def test_medium_algorithms_act(tmp_path, scenes_root):
 
 
 def test_model_file_holds_the_ema_weights(tmp_path, scenes_root):
-    result = train("mild", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    result = train(run_spec("mild", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path, print_progress=False)
     saved = torch.load(result.folder / "model.pt", weights_only=True)
     checkpoint = torch.load(result.folder / "checkpoints" / "latest.pt", weights_only=False)
     ema = dict(checkpoint["state"]["algorithms"])["EMA"]  # (name, state) pairs
@@ -107,7 +108,7 @@ def test_model_file_holds_a_hand_computed_average(tmp_path, scenes_root):
             self.weights.append({n: p.detach().clone() for n, p in state.model.module.named_parameters()})
 
     spy = Trajectory()
-    result = train("mild", scenes_root, "tiny", duration="3ba", save_folder=tmp_path, print_progress=False,
+    result = train(run_spec("mild", "tiny", scenes_root, duration="3ba"), save_folder=tmp_path, print_progress=False,
                    callbacks=[spy])
     assert result.run.info["plan"]["ema_half_life"] == "1ba" and len(spy.weights) == 4
     saved = torch.load(result.folder / "model.pt", weights_only=True)

@@ -73,8 +73,8 @@ def test_no_learner_can_overwrite_or_pass_off_another_s_entry(room):
         attempt = grace.python(code, SEGKIT_CLASS=str(folder))
         assert "PermissionError" in attempt.stderr or "OSError" in attempt.stderr, (code, attempt.stderr)
     # Sharing under ada's name from grace's account: one line, nothing changed.
-    squat = grace.python(f"from segkit import classroom; classroom.share('runs/{RUN_NAME}', learner={ada.name!r})",
-                         SEGKIT_CLASS=str(folder))
+    squat = grace.python("from segkit.teaching import classroom; "
+                         f"classroom.share('runs/{RUN_NAME}', learner={ada.name!r})", SEGKIT_CLASS=str(folder))
     assert f"cannot write {theirs}: it belongs to {ada.name}, not to {grace.name}" in squat.stderr
     assert theirs.read_bytes() == before
     # A file grace made under a name ada has not used yet is shown, but not as ada's.

@@ -15,8 +15,9 @@ from segkit.errors import ConfigError, RunError
 from segkit.model import deeplabv3plus
 from segkit.profiles import get_profile
 from segkit.runs import Run
+from segkit.spec import run_spec
 from segkit.teaching import comparison
-from tests.conftest import run_segkit
+from tests.conftest import run_segkit, train_options
 
 TIMING = ("wall_time", "images_per_second")
 
@@ -52,47 +53,48 @@ def test_two_step_cli_run_writes_metrics_and_a_reloadable_checkpoint(tmp_path, s
 
 
 def test_same_seed_same_history(tmp_path, scenes_root):
-    runs = [train("medium", scenes_root, "tiny", duration="4ba", seed=3, save_folder=tmp_path,
+    runs = [train(run_spec("medium", "tiny", scenes_root, seed=3, duration="4ba"), save_folder=tmp_path,
                   run_name=f"run{i}", print_progress=False) for i in range(2)]
     assert len(runs[0].run.history) == 2  # 8 images, batch 4: an evaluation after each of 2 epochs
     assert without_timing(runs[0].run.history) == without_timing(runs[1].run.history)
-    other = train("medium", scenes_root, "tiny", duration="4ba", seed=4, save_folder=tmp_path,
+    other = train(run_spec("medium", "tiny", scenes_root, seed=4, duration="4ba"), save_folder=tmp_path,
                   run_name="other", print_progress=False)
     assert without_timing(other.run.history) != without_timing(runs[0].run.history)
 
 
 def test_rerun_of_a_finished_run_resumes_and_changes_nothing(tmp_path, scenes_root):
-    first = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    first = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path, print_progress=False)
     written = {path: path.stat().st_mtime_ns for path in first.folder.rglob("*") if path.is_file()}
-    again = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    again = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path, print_progress=False)
     assert again.resumed and again.run.history == first.run.history and again.miou == first.miou
     assert {path: path.stat().st_mtime_ns for path in first.folder.rglob("*") if path.is_file()} == written
 
 
 def test_another_recipe_in_an_existing_run_folder_is_refused(tmp_path, scenes_root):
-    first = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, run_name="r",
+    first = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path, run_name="r",
                   print_progress=False)
     files = {p: p.read_bytes() for p in first.folder.rglob("*") if p.is_file()}
     with pytest.raises(RunError, match=r"holds a run with another recipe \('baseline'; this command asks "
                                        r"for 'mild': channels_last False -> True, .*name 'baseline' -> 'mild'\); "
                                        r"choose another --run-name"):
-        train("mild", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, run_name="r")
+        train(run_spec("mild", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path, run_name="r")
     assert {p: p.read_bytes() for p in first.folder.rglob("*") if p.is_file()} == files
 
 
 def test_a_run_folder_written_before_the_architecture_was_recorded_still_resumes(tmp_path, scenes_root):
-    first = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    first = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path, print_progress=False)
     metrics = first.folder / "metrics.json"
     older = json.loads(metrics.read_text())
     del older["profile"]["architecture"]
     older["data"].pop("format")
     metrics.write_text(json.dumps(older))
-    again = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    again = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path, print_progress=False)
     assert again.resumed and again.run.history == first.run.history
 
 
 def test_run_is_readable_as_data(tmp_path, scenes_root):
-    result = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    result = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path,
+                   print_progress=False)
     run = Run.load(result.folder)
     assert run.recipe == "baseline" and run.status == "finished"
     epochs, wall_times, values = run.series("miou")
@@ -113,7 +115,8 @@ def test_bad_arguments(tmp_path, scenes_root, kwargs, message):
     if kwargs.get("profile") == "a100" and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ConfigError, match=message):
-        train(**{"data": scenes_root, "profile": "tiny", "save_folder": tmp_path, **kwargs})
+        spec, options = train_options({"data": scenes_root, "profile": "tiny", "save_folder": tmp_path, **kwargs})
+        train(run_spec(**spec), **options)
     assert not any(tmp_path.iterdir())  # nothing written
 
 
@@ -123,7 +126,7 @@ def test_raw_weights_are_evaluated_beside_the_ema(tmp_path, scenes_root):
     from segkit.metrics import confusion_matrix, mean_iou
     from segkit.transforms import eval_transform
 
-    result = train("mild", scenes_root, "tiny", duration="6ba", save_folder=tmp_path, print_progress=False,
+    result = train(run_spec("mild", "tiny", scenes_root, duration="6ba"), save_folder=tmp_path, print_progress=False,
                    evaluate_raw_weights=True)
     last = result.run.history[-1]
     assert "miou_raw" in last and last["miou_raw"] != last["miou"]
@@ -136,12 +139,12 @@ def test_raw_weights_are_evaluated_beside_the_ema(tmp_path, scenes_root):
     images, masks = zip(*(dataset[i] for i in range(len(dataset))), strict=True)
     confusion = confusion_matrix(predict(module, torch.stack(images)), torch.stack(masks), 16)
     assert last["miou_raw"] == pytest.approx(mean_iou(confusion), abs=1e-3)
-    plain = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False,
-                  evaluate_raw_weights=True)
+    plain = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path,
+                  print_progress=False, evaluate_raw_weights=True)
     assert "miou_raw" not in plain.run.history[-1]  # without EMA the evaluated weights are the raw ones
     # Measuring the raw weights changes nothing else: the same run without it has the same history.
-    unmeasured = train("mild", scenes_root, "tiny", duration="6ba", save_folder=tmp_path, run_name="unmeasured",
-                       print_progress=False)
+    unmeasured = train(run_spec("mild", "tiny", scenes_root, duration="6ba"), save_folder=tmp_path,
+                       run_name="unmeasured", print_progress=False)
     assert without_timing(unmeasured.run.history) == [
         {k: v for k, v in entry.items() if k != "miou_raw"} for entry in without_timing(result.run.history)]
 
@@ -151,7 +154,7 @@ def test_the_loss_falls(tmp_path, scenes_root):
     most 0.9 of it (mean of the last 4 steps). Measured: 0.85 as the code stands; 1.01 with the learning
     rate at 1e-9 (an optimizer that does not step), so a broken optimizer or schedule fails here."""
     losses = []
-    train("baseline", scenes_root, "tiny", duration="16ba", save_folder=tmp_path, print_progress=False,
+    train(run_spec("baseline", "tiny", scenes_root, duration="16ba"), save_folder=tmp_path, print_progress=False,
           on_progress=lambda kind, data: losses.append(data["train_loss"]) if kind == "batch" else None)
     assert len(losses) == 16
     assert sum(losses[-4:]) / 4 <= 0.9 * losses[0]
@@ -167,7 +170,7 @@ def test_the_learning_rate_follows_the_cosine_schedule(tmp_path, scenes_root):
             self.rates.append(state.optimizers[0].param_groups[0]["lr"])
 
     spy = LearningRates()
-    train("baseline", scenes_root, "tiny", duration="8ba", save_folder=tmp_path, print_progress=False,
+    train(run_spec("baseline", "tiny", scenes_root, duration="8ba"), save_folder=tmp_path, print_progress=False,
           callbacks=[spy])
     # Composer steps the schedule at the end of each batch with the count of batches before it, so batch
     # t trains at the rate of step t - 1 (and batch 0 at the rate of step 0): cosine to 0 over 8 steps.
@@ -175,7 +178,7 @@ def test_the_learning_rate_follows_the_cosine_schedule(tmp_path, scenes_root):
     assert spy.rates == pytest.approx(expected, rel=1e-6)
     constant = LearningRates()
     constant.rates = []
-    train("mild", scenes_root, "tiny", duration="4ba", save_folder=tmp_path, print_progress=False,
+    train(run_spec("mild", "tiny", scenes_root, duration="4ba"), save_folder=tmp_path, print_progress=False,
           callbacks=[constant])
     assert constant.rates == pytest.approx([0.08] * 4)
 
@@ -195,7 +198,7 @@ def test_the_a100_path_on_the_cpu(tmp_path, scenes_root):
     """The reference profile's hot recipe, forced to the CPU (fp32, a fixed microbatch of 2 out of each
     batch of 4, two data workers): 2 steps, every algorithm on, SAM through microbatches."""
     profile = shrunken_a100(device="cpu", precision="fp32", microbatch_size=2)
-    result = train("hot", scenes_root, profile, duration="2ba", save_folder=tmp_path, print_progress=False)
+    result = train(run_spec("hot", profile, scenes_root, duration="2ba"), save_folder=tmp_path, print_progress=False)
     assert result.run.status == "finished" and result.run.final["step"] == 2
     assert result.run.info["plan"]["sam_rho"] == 0.3 and result.run.info["world_size"] == 1
     assert result.run.info["batchnorm"] == "per process"  # a100 synchronizes BatchNorm only over several GPUs
@@ -207,7 +210,7 @@ def test_synchronized_batchnorm_on_cpu_processes_is_refused_before_a_run_folder(
     monkeypatch.setenv("WORLD_SIZE", "2")  # what Composer's launcher sets; the check comes before any rendezvous
     profile = shrunken_a100(device="cpu", precision="fp32", microbatch_size=2, sync_batchnorm=True)
     with pytest.raises(ConfigError, match=r"synchronizes BatchNorm, which runs on GPUs only; set its sync_batchnorm"):
-        train("baseline", scenes_root, profile, duration="1ba", save_folder=tmp_path, print_progress=False)
+        train(run_spec("baseline", profile, scenes_root, duration="1ba"), save_folder=tmp_path, print_progress=False)
     assert not any(tmp_path.iterdir())
 
 
@@ -216,11 +219,11 @@ def test_compile_is_opt_in_and_trains_the_same_run(tmp_path, scenes_root):
     """``compile`` (a profile field) runs the network and the loss through torch.compile (Composer's
     compile_config, inductor): the same history as eager, to rounding. Slow: inductor compiles for about
     two minutes on 2 cores."""
-    eager = train("medium", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, run_name="eager",
+    eager = train(run_spec("medium", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path, run_name="eager",
                   print_progress=False)
     profile = dataclasses.replace(get_profile("tiny"), compile=True)
-    compiled = train("medium", scenes_root, profile, duration="2ba", save_folder=tmp_path, run_name="compiled",
-                     print_progress=False)
+    compiled = train(run_spec("medium", profile, scenes_root, duration="2ba"), save_folder=tmp_path,
+                     run_name="compiled", print_progress=False)
     assert compiled.run.info["profile"]["compile"] is True and eager.run.info["profile"]["compile"] is False
     for key in ("train_loss", "val_loss", "miou"):
         assert compiled.run.final[key] == pytest.approx(eager.run.final[key], rel=1e-3, abs=1e-3), key
@@ -232,7 +235,7 @@ def test_the_a100_path_on_a_gpu(tmp_path, scenes_root):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     profile = shrunken_a100(device="gpu", precision="amp_fp16", microbatch_size="auto")
-    result = train("hot", scenes_root, profile, duration="4ba", save_folder=tmp_path, print_progress=False)
+    result = train(run_spec("hot", profile, scenes_root, duration="4ba"), save_folder=tmp_path, print_progress=False)
     assert result.run.final["step"] == 4 and math.isfinite(result.run.final["train_loss"])
 
 
@@ -255,7 +258,7 @@ def test_a_microbatch_whose_logits_cuda_cannot_index_is_refused_before_the_run_f
                                microbatch_size=8)
     with pytest.raises(ConfigError, match=r"^microbatch_size 8 makes logits of 8 x 16 classes x 4096\^2 px, .* use "
                                           r"4 or less, or 'auto'$"):
-        train("baseline", scenes_root, huge, duration="1ba", save_folder=tmp_path, print_progress=False)
+        train(run_spec("baseline", huge, scenes_root, duration="1ba"), save_folder=tmp_path, print_progress=False)
     assert not any(tmp_path.iterdir())
 
 

@@ -127,8 +127,8 @@ def test_a_dataset_format_is_one_entry_and_the_run_folder_remembers_it(tmp_path,
     monkeypatch.setitem(data.DATASET_FORMATS, "paired-folders", PairedFolders)
     root = paired_folders(tmp_path / "paired")
     assert data.dataset_format(root) == "paired-folders"
-    result = segkit.train("baseline", data=str(root), profile="tiny", duration="2ba", save_folder=tmp_path / "runs",
-                          print_progress=False)
+    result = segkit.train(segkit.run_spec("baseline", "tiny", str(root), duration="2ba"),
+                          save_folder=tmp_path / "runs", print_progress=False)
     assert result.run.info["data"]["format"] == "paired-folders"
     assert result.run.info["data"]["num_classes"] == 4 and result.run.info["data"]["train_images"] == 8
     # readers build the dataset from the record: evaluation gives the run's own last mIoU
@@ -155,7 +155,7 @@ def test_a_model_is_one_entry_and_the_run_folder_remembers_it(tmp_path, scenes_r
     profile = get_profile(dataclasses.replace(get_profile("tiny"), name="tiny-pooling", architecture="pooling-head",
                                               sam_rho_scale=None))
     assert 0 < profile.sam_rho_scale < get_profile("tiny").sam_rho_scale  # computed: a smaller model
-    result = segkit.train("hot", data=str(scenes_root), profile=profile, duration="2ba",
+    result = segkit.train(segkit.run_spec("hot", profile, str(scenes_root), duration="2ba"),
                           save_folder=tmp_path / "runs", print_progress=False)
     assert result.run.info["profile"]["architecture"] == "pooling-head"
     model, _ = load_model(result.run.folder)

@@ -8,6 +8,7 @@ import torch
 
 from segkit.engine import train
 from segkit.errors import ConfigError
+from segkit.spec import run_spec
 from segkit.teaching.gallery import IGNORED_COLOR, Predictions, blend_masks, colorize, legend, palette, picture_table
 
 
@@ -33,7 +34,7 @@ def test_picture_table_and_legend():
 @pytest.fixture(scope="module")
 def predictions(tmp_path_factory, scenes_root):
     folder = tmp_path_factory.mktemp("runs")
-    result = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=folder, print_progress=False)
+    result = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=folder, print_progress=False)
     return Predictions(result.folder)
 
 

@@ -8,12 +8,13 @@ import torch
 from segkit.engine import train
 from segkit.errors import ConfigError
 from segkit.inference import evaluate, load_model, predict, predict_augmented
+from segkit.spec import run_spec
 from tests.conftest import run_segkit
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, scenes_root):
-    return train("mild", scenes_root, "tiny", duration="3ba", save_folder=tmp_path_factory.mktemp("runs"),
+    return train(run_spec("mild", "tiny", scenes_root, duration="3ba"), save_folder=tmp_path_factory.mktemp("runs"),
                  print_progress=False)
 
 

@@ -30,7 +30,8 @@ from PIL import Image
 from segkit.engine import train
 from segkit.errors import ConfigError, DataError, RunError, SegkitError, WeightsError
 from segkit.recipes import RECIPES
-from tests.conftest import REPO, process_tree, run_segkit, skip_or_fail, subprocess_env
+from segkit.spec import run_spec
+from tests.conftest import REPO, process_tree, run_segkit, skip_or_fail, subprocess_env, train_options
 
 DURATION = "3ep"  # tiny profile on the 8-image scenes fixture: 2 steps per epoch, evaluations at 2, 4, 6
 TIMING = ("wall_time", "images_per_second")
@@ -46,7 +47,7 @@ def history(folder: Path) -> list[dict]:
 
 
 def train_tiny(recipe: str, data: Path, save_folder: Path, run_name: str):
-    return train(recipe, data, "tiny", duration=DURATION, save_folder=save_folder, run_name=run_name,
+    return train(run_spec(recipe, "tiny", data, duration=DURATION), save_folder=save_folder, run_name=run_name,
                  print_progress=False)
 
 
@@ -89,7 +90,7 @@ def test_kill_and_resume_full_matrix(recipe, moment, scenes_root, tmp_path):
 def trained_run(tmp_path_factory, scenes_root) -> Path:
     """One finished run, trained once per module (and per xdist worker)."""
     folder = tmp_path_factory.mktemp("trained")
-    train("baseline", scenes_root, "tiny", duration="2ba", save_folder=folder, run_name="precious",
+    train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=folder, run_name="precious",
           print_progress=False)
     return folder / "precious"
 
@@ -188,7 +189,7 @@ def test_bad_data(case, scenes_root, tmp_path, existing_run, monkeypatch):
     root = broken_copy(scenes_root, tmp_path, damage) if case != "root missing" else tmp_path / "nowhere"
     before = snapshot(existing_run)
     with pytest.raises(error_type, match=message) as raised:
-        train("baseline", root, "tiny", duration="4ba", save_folder=existing_run.parent, print_progress=False)
+        train(run_spec("baseline", "tiny", root, duration="4ba"), save_folder=existing_run.parent, print_progress=False)
     assert "\n" not in str(raised.value)
     assert snapshot(existing_run) == before
 
@@ -205,7 +206,7 @@ def test_grayscale_rgba_and_16bit_images_train(scenes_root, tmp_path):
                 jpg = jpg.with_suffix(".png")
             image.save(jpg)
 
-    result = train("baseline", broken_copy(scenes_root, tmp_path, convert), "tiny", duration="2ba",
+    result = train(run_spec("baseline", "tiny", broken_copy(scenes_root, tmp_path, convert), duration="2ba"),
                    save_folder=tmp_path / "runs", print_progress=False)
     assert result.run.status == "finished"
 
@@ -225,8 +226,9 @@ def test_bad_arguments(case, scenes_root, existing_run):
     kwargs, error_type, message = CONFIG_CASES[case]
     before = snapshot(existing_run)
     with pytest.raises(error_type, match=message):
-        train(**{"recipe": "baseline", "data": scenes_root, "profile": "tiny", "run_name": "precious",
-                 "save_folder": existing_run.parent, **kwargs})
+        spec, options = train_options({"recipe": "baseline", "data": scenes_root, "profile": "tiny",
+                                       "run_name": "precious", "save_folder": existing_run.parent, **kwargs})
+        train(run_spec(**spec), **options)
     assert snapshot(existing_run) == before
 
 
@@ -238,7 +240,7 @@ def test_unknown_backbone_in_a_custom_profile(scenes_root, existing_run):
     profile = dataclasses.replace(get_profile("tiny"), backbone="resnet9")
     before = snapshot(existing_run)
     with pytest.raises(ConfigError, match=r"unknown backbone 'resnet9'; choose one of resnet10"):
-        train("baseline", scenes_root, profile, save_folder=existing_run.parent, run_name="precious")
+        train(run_spec("baseline", profile, scenes_root), save_folder=existing_run.parent, run_name="precious")
     assert snapshot(existing_run) == before
 
 
@@ -290,7 +292,7 @@ def test_unwritable_save_folder(scenes_root, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     with pytest.raises(RunError, match=r"cannot write run folder .*a-file/r .*; pass a writable --save-folder"):
-        train("baseline", scenes_root, "tiny", save_folder=blocker, run_name="r")
+        train(run_spec("baseline", "tiny", scenes_root), save_folder=blocker, run_name="r")
 
 
 def test_another_process_training_the_same_run_is_refused(scenes_root, existing_run):
@@ -298,7 +300,7 @@ def test_another_process_training_the_same_run_is_refused(scenes_root, existing_
 
     before = snapshot(existing_run)
     with RunLock(existing_run), pytest.raises(RunError, match=r"is being trained by another process"):
-        train("baseline", scenes_root, "tiny", duration="2ba", save_folder=existing_run.parent,
+        train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=existing_run.parent,
               run_name="precious")
     assert snapshot(existing_run) == before
 
@@ -318,7 +320,7 @@ class PoisonWeights(Callback):
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(scenes_root, tmp_path):
     with pytest.raises(RunError, match=r"the training loss became nan at step 3 \(epoch 2\); the last good "
                                        r"checkpoint is kept in .*latest.pt; lower the learning rate"):
-        train("baseline", scenes_root, "tiny", duration=DURATION, save_folder=tmp_path, run_name="nan",
+        train(run_spec("baseline", "tiny", scenes_root, duration=DURATION), save_folder=tmp_path, run_name="nan",
               callbacks=[PoisonWeights(3)], print_progress=False)
     from segkit.checkpoints import safe_load
 
@@ -333,7 +335,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(scenes_root, t
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(scenes_root, tmp_path):
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
         skip_or_fail("needs unshare to mount a small private tmpfs (a real full disk)")
-    first = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path / "probe",
+    first = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path / "probe",
                   run_name="r", print_progress=False)
     checkpoint_size = (first.folder / "checkpoints" / "latest.pt").stat().st_size
     # Room for one checkpoint and the small files, not for the temporary copy of a second one.
@@ -366,26 +368,27 @@ def unfinished(folder: Path) -> Path:
 
 
 def test_checkpoint_from_another_model_is_refused(scenes_root, ade_root, tmp_path):
-    ours = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, run_name="ours",
+    ours = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path, run_name="ours",
                  print_progress=False)
-    other = train("baseline", ade_root, "tiny", duration="1ba", save_folder=tmp_path, run_name="other",
+    other = train(run_spec("baseline", "tiny", ade_root, duration="1ba"), save_folder=tmp_path, run_name="other",
                   print_progress=False)  # ADE20k-format data with 150 classes: another classifier
     target = unfinished(ours.folder) / "checkpoints" / "latest.pt"
     shutil.copy(other.folder / "checkpoints" / "latest.pt", target)
     before = snapshot(ours.folder)
     with pytest.raises(WeightsError, match=r"latest.pt is from another model \(module.head.classifier.1.weight "
                                            r"has shape \(150, 16, 1, 1\), the model needs \(16, 16, 1, 1\)\)"):
-        train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, run_name="ours")
+        train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path, run_name="ours")
     assert snapshot(ours.folder) == before
 
 
 def test_truncated_checkpoint_is_refused_and_kept(scenes_root, tmp_path):
-    result = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    result = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path,
+                   print_progress=False)
     truncate(unfinished(result.folder) / "checkpoints" / "latest.pt")
     before = snapshot(result.folder)
     with pytest.raises(WeightsError, match=r"latest.pt is truncated or not a PyTorch file .*restore it or "
                                            r"delete it to start over"):
-        train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path)
+        train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path)
     assert snapshot(result.folder) == before
 
 
@@ -400,14 +403,15 @@ class Payload:
 
 
 def test_checkpoint_with_code_is_not_executed(scenes_root, tmp_path):
-    result = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path, print_progress=False)
+    result = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path,
+                   print_progress=False)
     path = unfinished(result.folder) / "checkpoints" / "latest.pt"
     checkpoint = torch.load(path, weights_only=False)
     marker = tmp_path / "pwned"
     checkpoint["state"]["run_name"] = Payload(marker)
     torch.save(checkpoint, path)
     with pytest.raises(WeightsError, match=r"holds objects that loading would have to execute"):
-        train("baseline", scenes_root, "tiny", duration="2ba", save_folder=tmp_path)
+        train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=tmp_path)
     assert not marker.exists()
 
 
@@ -457,8 +461,8 @@ def test_truncated_pretrained_weights_are_one_line_and_kept(scenes_root, tmp_pat
     assert "\n" not in str(raised.value)
     with pytest.raises(WeightsError, match=r"weights file .*resnet10-scenes-0123abcd.pth is truncated or not a "
                                            r"PyTorch file \(.*\); pass a torchvision ResNet .pth file") as raised:
-        train("baseline", scenes_root, "tiny", duration="2ba", weights=str(path), save_folder=existing_run.parent,
-              print_progress=False)
+        train(run_spec("baseline", "tiny", scenes_root, duration="2ba", weights=str(path)),
+              save_folder=existing_run.parent, print_progress=False)
     assert "\n" not in str(raised.value)
     assert snapshot(path.parent) == before and snapshot(existing_run) == run_before
 
@@ -477,11 +481,12 @@ def test_a_file_system_without_locks_is_one_line(scenes_root, existing_run, monk
     with pytest.raises(RunError, match=r"cannot lock run folder .*precious: its file system does not support locks "
                                        r"\(No locks available\); put --save-folder on a local disk, or set "
                                        r"SEGKIT_NO_RUN_LOCK=1") as raised:
-        train("baseline", scenes_root, "tiny", duration="2ba", save_folder=existing_run.parent, run_name="precious")
+        train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=existing_run.parent,
+              run_name="precious")
     assert "\n" not in str(raised.value)
     assert snapshot(existing_run) == before
     monkeypatch.setenv("SEGKIT_NO_RUN_LOCK", "1")
-    result = train("baseline", scenes_root, "tiny", duration="2ba", save_folder=existing_run.parent,
+    result = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=existing_run.parent,
                    run_name="unlocked", print_progress=False)
     assert result.run.status == "finished"
 
@@ -491,20 +496,20 @@ def test_a_corrupt_metrics_file_says_how_to_recover(scenes_root, existing_run):
     recorded = json.loads(metrics.read_text())["history"]
     metrics.write_bytes(metrics.read_bytes()[:50])
     before = snapshot(existing_run)
-    command = {"recipe": "baseline", "data": scenes_root, "profile": "tiny", "duration": "2ba",
-               "save_folder": existing_run.parent, "run_name": "precious", "print_progress": False}
+    spec = run_spec("baseline", "tiny", scenes_root, duration="2ba")
+    command = {"save_folder": existing_run.parent, "run_name": "precious", "print_progress": False}
     with pytest.raises(RunError, match=r"precious/metrics.json is not valid JSON \(.*\); delete it and run the same "
                                        r"training command again: it is rebuilt from checkpoints/latest.pt") as raised:
-        train(**command)
+        train(spec, **command)
     assert "\n" not in str(raised.value)
     assert snapshot(existing_run) == before
     metrics.unlink()  # what the message says to do
-    assert train(**command).run.status == "finished"
+    assert train(spec, **command).run.status == "finished"
     assert json.loads(metrics.read_text())["history"] == recorded
 
 
 def test_a_root_without_a_class_list_is_named_as_ade20k_in_one_line(ade_root, tmp_path, capsys):
-    train("baseline", ade_root, "tiny", duration="1ba", save_folder=tmp_path)
+    train(run_spec("baseline", "tiny", ade_root, duration="1ba"), save_folder=tmp_path)
     notes = [line for line in capsys.readouterr().out.splitlines() if "objectInfo150.txt" in line]
     assert notes == [f"{ade_root} has no objectInfo150.txt: its labels 1..150 are taken as ADE20k's 150 classes "
                      f"(wall, building, ..., flag); add one if it is another dataset"]
@@ -514,21 +519,22 @@ def test_checking_the_data_finds_a_bad_validation_file_before_anything_is_writte
     """Unchecked, a bad validation file fails the run at its first evaluation (an epoch in); checked, before the
     run folder exists."""
     root = broken_copy(scenes_root, tmp_path, lambda r: truncate(r / "annotations/validation/ADE_val_00000003.png"))
-    command = {"recipe": "baseline", "data": root, "profile": "tiny", "duration": "4ba", "print_progress": False}
+    spec = run_spec("baseline", "tiny", root, duration="4ba")
     with pytest.raises(DataError, match=r"cannot read annotation .*ADE_val_00000003.png") as raised:
-        train(**command, save_folder=tmp_path / "checked", check_data=True)
+        train(spec, save_folder=tmp_path / "checked", check_data=True, print_progress=False)
     assert "\n" not in str(raised.value)
     assert not (tmp_path / "checked").exists()
     with pytest.raises(DataError, match=r"cannot read annotation .*ADE_val_00000003.png"):
-        train(**command, save_folder=tmp_path / "unchecked")  # tiny runs on the CPU: unchecked by default
+        # tiny runs on the CPU: unchecked by default
+        train(spec, save_folder=tmp_path / "unchecked", print_progress=False)
     unchecked = json.loads((tmp_path / "unchecked" / "baseline-tiny-seed17-4ba" / "metrics.json").read_text())
     assert unchecked["status"] == "failed" and unchecked["history"] == []  # it trained, then failed evaluating
 
 
 def test_a_checked_run_is_the_same_run(scenes_root, tmp_path):
     for name, check in (("checked", True), ("unchecked", False)):
-        train("mild", scenes_root, "tiny", duration="4ba", save_folder=tmp_path, run_name=name, check_data=check,
-              print_progress=False)
+        train(run_spec("mild", "tiny", scenes_root, duration="4ba"), save_folder=tmp_path, run_name=name,
+              check_data=check, print_progress=False)
     assert history(tmp_path / "checked") == history(tmp_path / "unchecked")
 
 
@@ -594,7 +600,7 @@ def odd_scenes(tmp_path_factory) -> Path:
 def test_medium_resumes_on_an_odd_step_with_sams_phase(odd_scenes, tmp_path):
     """SAM runs every second step: resumed after step 3, step 4 must be a SAM step again. A step counter
     that restarted at zero would make it a plain step, and the history would differ."""
-    train("medium", odd_scenes, "tiny", duration="3ep", save_folder=tmp_path, run_name="uninterrupted",
+    train(run_spec("medium", "tiny", odd_scenes, duration="3ep"), save_folder=tmp_path, run_name="uninterrupted",
           print_progress=False)
     options = {"recipe": "medium", "data": str(odd_scenes), "save_folder": str(tmp_path), "run_name": "killed",
                "duration": "3ep", "kill_at": ["batch", 4], "print_progress": False}
@@ -612,8 +618,8 @@ def test_medium_resumes_on_an_odd_step_with_sams_phase(odd_scenes, tmp_path):
     spy = StepIndex()
     with warnings.catch_warnings():  # Composer notes that the spy (a new callback) has no saved state
         warnings.filterwarnings("ignore", message=".*StepIndex is not in the state_dict")
-        resumed = train("medium", odd_scenes, "tiny", duration="3ep", save_folder=tmp_path, run_name="killed",
-                        print_progress=False, callbacks=[spy])
+        resumed = train(run_spec("medium", "tiny", odd_scenes, duration="3ep"), save_folder=tmp_path,
+                        run_name="killed", print_progress=False, callbacks=[spy])
     assert resumed.resumed and spy.seen[0] == (3, 3) and all(index == batch for index, batch in spy.seen)
     assert history(tmp_path / "killed") == history(tmp_path / "uninterrupted")
 
@@ -638,6 +644,7 @@ def test_killed_after_the_last_checkpoint_before_model_pt(scenes_root, tmp_path)
 STALL_SCRIPT = """
 import dataclasses, sys
 from segkit.engine import train
+from segkit.spec import run_spec
 from segkit.profiles import get_profile
 if __name__ == "__main__":
     profile = dataclasses.replace(get_profile("tiny"), num_workers=2)

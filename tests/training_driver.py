@@ -18,6 +18,7 @@ from composer import Callback
 
 import segkit.engine
 from segkit.engine import train
+from segkit.spec import run_spec
 
 
 def die() -> None:
@@ -81,7 +82,9 @@ def main() -> None:
         kill_before_weights()
     elif moment:
         callbacks.append(KillAt(moment, count))
-    result = train(profile=options.pop("profile", "tiny"), callbacks=callbacks, **options)
+    spec = run_spec(options.pop("recipe", "baseline"), options.pop("profile", "tiny"), options.pop("data"),
+                    **{key: options.pop(key) for key in ("seed", "duration", "weights") if key in options})
+    result = train(spec, callbacks=callbacks, **options)
     print(json.dumps({"miou": result.miou}))
 
 

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
+from segkit import recipes
 from segkit.data import open_dataset
 from segkit.inference import evaluate, load_model
-from segkit.losses import SegmentationLoss
+from segkit.losses import loss_for
 from segkit.runs import Run
 from segkit.transforms import eval_transform, normalize
 
@@ -53,8 +54,7 @@ def sharpness(run_folder: str | Path, rho: float, directions: int = 8, images: i
         ``{"loss": L(w), "random": [L(w + rho d) - L(w), ...], "ascent": L(w + rho g/|g|) - L(w)}``.
     """
     model, run = load_model(run_folder, device="cpu")  # a few images; its batch stays on the CPU
-    plan = run.info["plan"]
-    loss_fn = SegmentationLoss(plan["ce_weight"], plan["dice_weight"])
+    loss_fn = loss_for(recipes.from_dict(run.info["plan"], source=f"the plan in {run.folder}"))
     batch, masks = training_batch(run.info["data"]["root"], run.info["profile"]["image_size"], images)
     params = [p for p in model.parameters() if p.requires_grad]
 

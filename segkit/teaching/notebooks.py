@@ -40,7 +40,7 @@ from segkit.errors import ConfigError, DataError, RunError, SegkitError, one_lin
 from segkit.profiles import Profile, get_profile
 from segkit.recipes import Recipe
 from segkit.runs import METRICS_FILE, Run, RunResult, check_run_name
-from segkit.spec import DEFAULT_SEED, Launch, RunSpec, plan_launch, run_spec
+from segkit.spec import DEFAULT_PROFILE, DEFAULT_SAVE_FOLDER, DEFAULT_SEED, Launch, RunSpec, plan_launch, run_spec
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -53,7 +53,7 @@ NOTEBOOKS = {"00_baseline": "baseline", "01_mild": "mild", "02_medium": "medium"
 #: The notebook that compares their runs, run after them.
 RESULTS_NOTEBOOK = "04_results"
 #: Where the notebooks are in a checkout of the repository.
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 #: Names IPython itself puts in a notebook's namespace (they are not parameters).
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 _LITERALS = (str, int, float, bool, type(None), list, dict, tuple)
@@ -80,12 +80,12 @@ class Job:
     """
 
     recipe: Recipe  # the recipe the notebook teaches, at the reference scale
-    profile: str = "cpu"  # cpu: minutes on 2 cores; a100: the reference job (needs data_root); tiny: seconds
+    profile: str = DEFAULT_PROFILE  # cpu: minutes on 2 cores; a100: the reference job (needs data_root); tiny: seconds
     data_root: str = ""  # an extracted ADEChallengeData2016 folder; "" = the built-in scenes
     duration: str = ""  # overrides the recipe's length, e.g. "2ba" or "10ep"; "" = the recipe's, scaled
     gpus: int = 0  # processes per machine, one per GPU: 0 = every visible GPU (1 on a CPU profile); >1 = DDP
     run_name: str = ""  # "" = RECIPE-PROFILE-seedSEED (plus -DURATION when duration is set)
-    save_folder: str = "runs"  # where run folders go; notebooks 01-03 find the baseline run here
+    save_folder: str = DEFAULT_SAVE_FOLDER  # where run folders go; notebooks 01-03 find the baseline run here
     seed: int = DEFAULT_SEED  # the reference's seed
     weights: str = ""  # backbone init: "" = the profile's (scenes-pretrained on cpu, ImageNet on a100); "none"; a .pth
     nodes: int = 1  # machines training together (docs/distributed.md); each runs this notebook
@@ -262,7 +262,7 @@ class Job:
         else:
             from segkit.engine import train
 
-            result = train(self.spec(recipe), run_name=run_name, save_folder=self.save_folder,
+            result = train(run_spec(self.spec(recipe)), run_name=run_name, save_folder=self.save_folder,
                            on_progress=curves, progress_bar=False, evaluate_raw_weights=evaluate_raw_weights)
         curves.finish(result.run)
         print(f"{run_name}: mIoU {result.miou:.2f}, pixel accuracy {result.pixel_accuracy:.2f}, "

@@ -31,9 +31,10 @@ from segkit.teaching.tables import Table, recipe_table
 SWITCHES: dict[str, tuple[tuple[str, ...], Any]] = {
     name: (switch.fields, switch.off) for name, switch in recipes.SWITCHES.items()}
 #: Settings an algorithm takes when switched on for the first time: the reference recipe's that
-#: introduces it (EMA from mild, SAM and MixUp from medium, Dice and the CE weight from the baseline).
-FIRST_SETTINGS = {name: getattr(recipes.get(switch.introduced_by), name)
-                  for switch in recipes.SWITCHES.values() for name in (*switch.fields, *switch.off_settings)}
+#: introduces it (EMA from mild, SAM and MixUp from medium, Dice and the CE weight from the baseline), or
+#: the switch's own (``recipes.Switch.first_settings``).
+FIRST_SETTINGS = {name: value for switch in recipes.SWITCHES.values()
+                  for name, value in switch.first_settings().items()}
 #: The fields a learner can edit (all but the name).
 FIELDS = tuple(f.name for f in fields(Recipe) if f.name != "name")
 _DEFAULTS = {f.name: f.default for f in fields(Recipe)}

@@ -24,6 +24,8 @@ from segkit.teaching.comparison import CLAIMS, PUBLISHED
 FIELD_LABELS = {name: info.label for name, info in recipes.FIELDS.items()}
 #: Fields that only matter when another one switches their algorithm on.
 DEPENDS_ON = {name: switch.fields[0] for switch in recipes.SWITCHES.values() for name in switch.fields[1:]}
+#: The value that shows a switch's first field as "off" (None always does).
+OFF_VALUES = {switch.fields[0]: switch.off for switch in recipes.SWITCHES.values()}
 
 
 @dataclass(repr=False)
@@ -89,7 +91,7 @@ def setting(recipe: Recipe, name: str) -> str:
     value = getattr(recipe, name)
     if name in DEPENDS_ON and getattr(recipe, DEPENDS_ON[name]) is None:
         return "-"
-    if value is None or (name == "dice_weight" and value == 0):
+    if value is None or (name in OFF_VALUES and value == OFF_VALUES[name]):
         return "off"
     if isinstance(value, bool):
         return "yes" if value else "no"
