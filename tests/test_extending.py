@@ -2,13 +2,17 @@
 
 A fifth recipe: a copy of the package gets one more recipe function and one line in ``RECIPES``
 (nothing else), and then imports, lists it on the command line, builds its table and its figures, and
-trains it. A dataset format and a model: one entry each in ``DATASET_FORMATS`` and ``ARCHITECTURES``;
-each trains, is recorded in the run folder, and is read back from that record by evaluation.
+trains it. A training algorithm as a lab switch: label smoothing, in two files of a copy (recipes.py and
+losses.py); it trains with MixUp's mixed masks, shows in the lab and its tables, and a run trained before
+it existed keeps its name and resumes. A dataset format and a model: one entry each in
+``DATASET_FORMATS`` and ``ARCHITECTURES``; each trains, is recorded in the run folder, and is read back
+from that record by evaluation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 import sys
@@ -18,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from composer import Callback
 from PIL import Image
 from torch import nn
 from torchvision import tv_tensors
 
 import segkit
-from segkit import data
+from segkit import data, recipes
 from segkit.errors import DataError
 from segkit.inference import evaluate, load_model
 from segkit.model import ARCHITECTURES, BACKBONES
@@ -52,7 +57,7 @@ CHECK = textwrap.dedent('''
     main(["recipes"])
     print(tables.recipe_table(recipes.get("spicy"), "tiny", 2))
     assert plots.recipe_color("spicy") not in (plots.OTHER_COLOR, plots.recipe_color("hot"))
-    result = segkit.train("spicy", data=sys.argv[2], profile="tiny", duration="2ba", save_folder=sys.argv[3],
+    result = segkit.train(segkit.run_spec("spicy", "tiny", sys.argv[2], duration="2ba"), save_folder=sys.argv[3],
                           print_progress=False)
     assert result.run.recipe == "spicy" and result.run.status == "finished"
     figure = plots.comparison_figure([result.run])
@@ -75,6 +80,123 @@ def test_a_fifth_recipe_is_one_function_and_one_line(tmp_path, scenes_root):
     assert any(line.startswith("spicy") and "mixup_alpha=1.0" in line for line in listing)
     assert "trained spicy-tiny-seed17-2ba" in done.stdout
     assert (tmp_path / "runs" / "spicy-tiny-seed17-2ba" / "model.pt").is_file()
+
+
+#: Label smoothing as a lab switch, as a maintainer would add it: the field, its check, its description and
+#: switch in recipes.py; the loss that uses it in losses.py. (old, new) replacements, each found exactly once.
+LABEL_SMOOTHING = {
+    "recipes.py": [
+        ("""    mixup_alpha: float | None = None  # MixUp's Beta(alpha, alpha); None = no MixUp
+""", """    mixup_alpha: float | None = None  # MixUp's Beta(alpha, alpha); None = no MixUp
+    label_smoothing: float = 0.0  # cross-entropy's target: 1 - s on the truth, s spread over all classes
+"""),
+        ("""        fail("mixup_alpha", "a number in (0, 100], or null for no MixUp")
+""", """        fail("mixup_alpha", "a number in (0, 100], or null for no MixUp")
+    if not is_number(recipe.label_smoothing) or not 0 <= recipe.label_smoothing < 1:
+        fail("label_smoothing", "a number in [0, 1)")
+"""),
+        ("""    "mixup_alpha": FieldInfo("MixUp: alpha", "float", step=0.1),
+""", """    "mixup_alpha": FieldInfo("MixUp: alpha", "float", step=0.1),
+    "label_smoothing": FieldInfo("label smoothing", "float", step=0.05),
+"""),
+        ("""    "mixup": Switch("MixUp", ("mixup_alpha",), None, "medium"),
+""", """    "mixup": Switch("MixUp", ("mixup_alpha",), None, "medium"),
+    "label_smoothing": Switch("Label smoothing", ("label_smoothing",), 0.0, on_settings={"label_smoothing": 0.1}),
+"""),
+    ],
+    "losses.py": [
+        ("target: Target, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:",
+         "target: Target, ignore_index: int = IGNORE_INDEX,\n"
+         "                  smoothing: float = 0.0) -> torch.Tensor:"),
+        ("  # (N, H, W): log p at the truth\n",
+         "  # (N, H, W): log p at the truth\n"
+         "        picked = (1 - smoothing) * picked + smoothing * log_probs.mean(1)\n"),
+        ("ce_weight: float = 0.375, dice_weight: float = 1.125, ignore_index: int = IGNORE_INDEX):",
+         "ce_weight: float = 0.375, dice_weight: float = 1.125, ignore_index: int = IGNORE_INDEX,\n"
+         "                 label_smoothing: float = 0.0):"),
+        ("""        self.ce_weight, self.dice_weight, self.ignore_index = ce_weight, dice_weight, ignore_index
+""", """        self.ce_weight, self.dice_weight, self.ignore_index = ce_weight, dice_weight, ignore_index
+        self.label_smoothing = label_smoothing
+"""),
+        ("cross_entropy(log_probs, target, self.ignore_index)",
+         "cross_entropy(log_probs, target, self.ignore_index, self.label_smoothing)"),
+        ("return SegmentationLoss(recipe.ce_weight, recipe.dice_weight)",
+         "return SegmentationLoss(recipe.ce_weight, recipe.dice_weight, label_smoothing=recipe.label_smoothing)"),
+    ],
+}
+
+WITH_LABEL_SMOOTHING = textwrap.dedent('''
+    import dataclasses, json, sys
+    import torch
+    from torch.nn import functional as F
+    import segkit
+    from segkit import recipes
+    from segkit.losses import MixedMasks, loss_for
+    from segkit.teaching import tables
+    from segkit.teaching.recipe_editor import RecipeEditor
+    from segkit.teaching.widgets import RecipePicker
+
+    copy, data, runs, older = sys.argv[1:5]
+    assert segkit.__file__.startswith(copy), segkit.__file__
+    # The lab: a switch no reference recipe introduces, on with its own setting; the tables say "off".
+    editor = RecipeEditor("medium")
+    assert editor.switches["label_smoothing"] is False
+    editor.set("label_smoothing", True)
+    smoothed = editor.recipe
+    assert smoothed.label_smoothing == 0.1 and smoothed.mixup_alpha == 0.2 and smoothed.name == "custom"
+    assert tables.setting(recipes.medium(), "label_smoothing") == "off"
+    assert "label_smoothing" in RecipePicker("medium").switches
+    # The loss on MixUp's mixed masks: each mask's smoothed cross-entropy, by its weight (torch's for one mask).
+    logits, first, second = torch.randn(2, 5, 4, 4), torch.randint(0, 5, (2, 4, 4)), torch.randint(0, 5, (2, 4, 4))
+    ours = loss_for(smoothed)(logits, MixedMasks(first, second, 0.3))["cross_entropy"]
+    torchs = 0.3 * F.cross_entropy(logits, first, label_smoothing=0.1) + 0.7 * F.cross_entropy(
+        logits, second, label_smoothing=0.1)
+    assert torch.allclose(ours, torchs, atol=1e-5), (ours, torchs)
+    # It trains, with MixUp.
+    result = segkit.train(segkit.run_spec(smoothed, "tiny", data, duration="2ba"), save_folder=runs,
+                          print_progress=False)
+    assert result.run.status == "finished" and result.run.info["plan"]["label_smoothing"] == 0.1
+    # The run trained before the field existed: the same name, and it resumes where it stopped.
+    spec = segkit.run_spec(recipes.from_dict(json.loads(older)), "tiny", data, duration="4ba")
+    resumed = segkit.train(spec, save_folder=runs, print_progress=False)
+    print(json.dumps({"name": spec.run_name, "resumed": resumed.resumed, "status": resumed.run.status,
+                      "evaluations": len(resumed.run.history), "smoothed": result.run.name}))
+''')
+
+
+class StopAfterFirstEvaluation(Callback):
+    def eval_after_all(self, state, logger):
+        raise KeyboardInterrupt
+
+
+def test_a_training_algorithm_is_a_lab_switch_in_two_files_and_older_runs_keep_their_names(tmp_path, scenes_root):
+    older = dataclasses.replace(recipes.medium(), name="custom", mixup_alpha=0.3)
+    spec = segkit.run_spec(older, "tiny", str(scenes_root), duration="4ba")
+    with pytest.raises(KeyboardInterrupt):
+        segkit.train(spec, save_folder=tmp_path / "runs", print_progress=False, callbacks=[StopAfterFirstEvaluation()])
+    assert json.loads((tmp_path / "runs" / spec.run_name / "metrics.json").read_text())["status"] == "interrupted"
+
+    copy = tmp_path / "kit"
+    shutil.copytree(REPO / "segkit", copy / "segkit", ignore=shutil.ignore_patterns("__pycache__"))
+    for name, replacements in LABEL_SMOOTHING.items():
+        path = copy / "segkit" / name
+        text = path.read_text()
+        for old, new in replacements:
+            assert text.count(old) == 1, (name, old)
+            text = text.replace(old, new)
+        path.write_text(text)
+    changed = [path.name for path in (copy / "segkit").rglob("*.py")
+               if path.read_bytes() != (REPO / "segkit" / path.relative_to(copy / "segkit")).read_bytes()]
+    assert sorted(changed) == ["losses.py", "recipes.py"]
+    done = subprocess.run([sys.executable, "-c", WITH_LABEL_SMOOTHING, str(copy), str(scenes_root),
+                           str(tmp_path / "runs"), json.dumps(dataclasses.asdict(older))],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**subprocess_env(), "PYTHONPATH": str(copy)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    outcome = json.loads(done.stdout.splitlines()[-1])
+    assert outcome == {"name": spec.run_name, "resumed": True, "status": "finished", "evaluations": 2,
+                       "smoothed": outcome["smoothed"]}
+    assert outcome["smoothed"].startswith("custom-") and outcome["smoothed"] != spec.run_name
 
 
 class PairedFolders(torch.utils.data.Dataset):

@@ -648,7 +648,7 @@ from segkit.spec import run_spec
 from segkit.profiles import get_profile
 if __name__ == "__main__":
     profile = dataclasses.replace(get_profile("tiny"), num_workers=2)
-    train("baseline", sys.argv[1], profile, duration="20ba", save_folder=sys.argv[2], run_name="stall")
+    train(run_spec("baseline", profile, sys.argv[1], duration="20ba"), save_folder=sys.argv[2], run_name="stall")
 """
 
 

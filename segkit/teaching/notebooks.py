@@ -262,7 +262,7 @@ class Job:
         else:
             from segkit.engine import train
 
-            result = train(run_spec(self.spec(recipe)), run_name=run_name, save_folder=self.save_folder,
+            result = train(self.spec(recipe), run_name=run_name, save_folder=self.save_folder,
                            on_progress=curves, progress_bar=False, evaluate_raw_weights=evaluate_raw_weights)
         curves.finish(result.run)
         print(f"{run_name}: mIoU {result.miou:.2f}, pixel accuracy {result.pixel_accuracy:.2f}, "

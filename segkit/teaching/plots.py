@@ -93,7 +93,7 @@ def comparison_figure(runs: Sequence[Run], title: str = "mIoU of each run", by_r
 class CurveData:
     """What the live curves show: per-step training loss and the evaluation history.
 
-    ``add`` takes the events of ``segkit.train(on_progress=...)``.
+    ``add`` takes the events of ``segkit.train(spec, on_progress=...)``.
     """
 
     def __init__(self, steps_per_epoch: int | None = None):
