@@ -34,7 +34,7 @@ The parts, in the order they run:
     notebook     notebooks/03_hot.ipynb under papermill with segkit's engine for a few batches: no error
                  output, and the training cell ends with the plotly figure of the run's metrics.json
     kill-resume  a run SIGKILLed mid-epoch and started again has the history of an uninterrupted run
-                 (tests/test_reliability.py's check, on this device: AMP's scaler, CUDA's generators),
+                 (tests/system/test_reliability.py's check, on this device: AMP's scaler, CUDA's generators),
                  exactly on the CPU, within the device's run-to-run noise (with a floor) on the GPU
     knee         the laptop problem's budget curve (docs/laptop-regime.md's knee criterion) where the GPU
                  affords it: steps/s calibrated at 1, 6 and 12 parallel processes, then the cpu profile's
@@ -177,7 +177,7 @@ CPU_SIZES = Sizes(
 )
 #: The two calls of the device tool that run the whole check on the GPU (``--call``): the parts that read
 #: the generated scenes, then the A/Bs and the knee. Each stays under gpu_check.sh's 450 s with the
-#: bundle's install (and the scenes, in the first); tests/test_gpu_check.py adds them up.
+#: bundle's install (and the scenes, in the first); tests/system/test_gpu_check.py adds them up.
 CALLS = {
     "1": ("hot", "evaluate", "throughput", "profiler", "gpu-profile", "loader", "launcher", "notebook", "kill-resume"),
     "2": ("ab", "knee"),
@@ -1062,7 +1062,7 @@ def check_loader(ctx: Context) -> dict[str, Any]:
 
 
 def check_kill_and_resume(ctx: Context) -> dict[str, Any]:
-    """tests/test_reliability.py's kill-and-resume check on this device: hot on the tiny profile, 2 epochs of
+    """tests/system/test_reliability.py's kill-and-resume check on this device: hot on the tiny profile, 2 epochs of
     2 steps, SIGKILLed after step 3 (mid-epoch) and started again, against an uninterrupted run.
 
     Two uninterrupted runs measure the device's own run-to-run noise (atomic adds in CUDA kernels make

@@ -4,7 +4,7 @@ A run that has not ended after ``--limit`` seconds is a hang: it is killed (its 
 and counted. Used for docs/reliability.md's figures:
 
     .venv/bin/python bench/repeat_under_load.py --times 10 --load 2 -- \
-        .venv/bin/pytest -q tests/test_notebooks.py -k "main_job or keeps_its_curves or compares_the_four"
+        .venv/bin/pytest -q tests/system/test_notebooks.py -k "main_job or keeps_its_curves or compares_the_four"
     .venv/bin/python bench/repeat_under_load.py --times 5 --load 0 -- .venv/bin/pytest -q
 """
 

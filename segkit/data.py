@@ -330,7 +330,7 @@ def worker_context() -> multiprocessing.context.BaseContext | None:
     another thread at the fork stays locked in the worker forever. The fork server is a clean,
     single-threaded process started once, so workers fork from it safely and start in milliseconds.
     A worker that dies is an error, not a wait: reading its queue fails at once (``ConnectionResetError``),
-    or PyTorch's liveness check raises ``RuntimeError`` naming it (tests/test_data.py).
+    or PyTorch's liveness check raises ``RuntimeError`` naming it (tests/library/test_data.py).
     None where there is no fork server (Windows), which then uses the platform's default.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():

@@ -51,7 +51,7 @@ class Profile:
 
 
 #: FLOPs to train on one image of the reference model (DeepLabV3+ ResNet-101, output stride 8, 512x512,
-#: 150 classes): its forward is 507.2 GFLOP (torch.utils.flop_counter; tests/test_gpu_check.py counts
+#: 150 classes): its forward is 507.2 GFLOP (torch.utils.flop_counter; tests/system/test_gpu_check.py counts
 #: it again), and the backward about twice that (gradients of inputs and of weights), 1.52 TFLOP in all.
 REFERENCE_TRAIN_FLOPS_PER_IMAGE = 3 * 507.2e9
 #: Sustained training speed assumed for one GPU under AMP, FLOP/s: what the reference job achieved per
@@ -65,7 +65,7 @@ GPU_BASELINE_SECONDS = 3600
 #: epoch sees: ADE20k's 20,210 less 4 grayscale ones, the last partial batch dropped; docs/recipes.md).
 REFERENCE_BASELINE_IMAGES = 128 * 157 * 128
 #: The reference model's weight norm at initialization (DeepLabV3+ ResNet-101, output stride 8, head 512,
-#: 150 classes: segkit.model.weight_norm, seed 0); tests/test_recipes.py computes it again.
+#: 150 classes: segkit.model.weight_norm, seed 0); tests/library/test_recipes.py computes it again.
 REFERENCE_WEIGHT_NORM = 438.91
 #: Classes of the model whose norm a computed sam_rho_scale uses: the built-in scenes' (the classifier
 #: is a small part of the norm: with ADE20k's 150 the cpu profile's ratio moves from 0.3008 to 0.3021).

@@ -1,4 +1,11 @@
-"""Shared fixtures: generated data in the exact ADEChallengeData2016 layout, nothing downloaded."""
+"""Shared fixtures: generated data in the exact ADEChallengeData2016 layout (nothing downloaded), and one
+trained tiny run.
+
+The tests are laid out like the code: ``library/`` and ``teaching/`` hold unit tests of each layer, and
+``system/`` the tests of the whole (browser, hub, Binder, notebooks, several processes, killed runs, Unix
+accounts), marked ``system`` here. ``pytest -m "not system"`` runs the unit tests alone, ``pytest -m system``
+the rest; ``slow`` and ``gpu`` tests run only when the expression names them (``-m slow``).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +21,27 @@ import torch
 from PIL import Image
 
 from segkit.processes import descendants
+from segkit.runs import RunResult
 from segkit.scenes import write_scenes
+from segkit.spec import RunSpec, run_spec
 
 REPO = Path(__file__).resolve().parents[1]
+SYSTEM_TESTS = REPO / "tests" / "system"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark the tests under tests/system/ as ``system``; leave out ``slow`` and ``gpu`` tests unless the
+    ``-m`` expression names them."""
+    asked = config.getoption("markexpr") or ""
+    kept, left_out = [], []
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(SYSTEM_TESTS):
+            item.add_marker(pytest.mark.system)
+        named = {marker.name for marker in item.iter_markers()}
+        (left_out if any(mark in named and mark not in asked for mark in ("slow", "gpu")) else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -63,6 +88,20 @@ def scenes_root(tmp_path_factory) -> Path:
     return write_scenes(tmp_path_factory.mktemp("scenes"), train_images=8, val_images=4)
 
 
+def tiny_run_spec(data: Path) -> RunSpec:
+    """The shared tiny run: mild (so model.pt holds EMA weights) for 3 steps on ``data``, 2 evaluations."""
+    return run_spec("mild", "tiny", data, duration="3ba")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, scenes_root) -> RunResult:
+    """One finished tiny run (``tiny_run_spec``), trained once per session and test process. Read it;
+    a test that changes a run folder copies this one first."""
+    from segkit.engine import train
+
+    return train(tiny_run_spec(scenes_root), save_folder=tmp_path_factory.mktemp("tiny-run"), print_progress=False)
+
+
 def skip_or_fail(reason: str) -> None:
     """Skip a test whose tool is missing, except where the tools must be there: when CI asked for every
     tool (``SEGKIT_REQUIRE_TOOLS=1``, set by ``.ci/run`` once it installed them), or on CI (``CI=true``)
@@ -89,6 +128,17 @@ def run_segkit(*args: str, cwd: Path | None = None, timeout: float = 300) -> sub
 def process_tree(root: int) -> dict[int, int]:
     """pid -> parent pid of every process below ``root``, nearest first (Linux /proc)."""
     return {pid: entry.parent for pid, entry in descendants(root).items()}
+
+
+def pyproject_requirements() -> dict:
+    """The library's dependencies and the teaching layer's (pyproject.toml): what the notebooks' environments
+    need, by name (``packaging`` Requirements)."""
+    import tomllib
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    lines = [*project["dependencies"], *project["optional-dependencies"]["teaching"]]
+    return {Requirement(line).name: Requirement(line) for line in lines}
 
 
 #: The ``run_spec`` arguments among a test's training options (the rest are ``train``'s).

@@ -1,6 +1,6 @@
 """Runs ``segkit.train`` in a process of its own, optionally with a fault at a chosen moment.
 
-Used by tests/test_reliability.py to kill real training processes (SIGKILL, no cleanup) mid-epoch,
+Used by tests/system/test_reliability.py to kill real training processes (SIGKILL, no cleanup) mid-epoch,
 during evaluation or halfway through a checkpoint write.
 
     python tests/training_driver.py '{"recipe": "hot", "data": "...", "save_folder": "...",

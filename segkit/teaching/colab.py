@@ -12,7 +12,7 @@ their first drawing loaded it already. Should that frame have no ``Plotly`` afte
 script loads the same version from plotly's CDN, as plotly's own Colab renderer does.
 
 The notebooks' first code cell installs segkit in Colab, so it cannot import segkit: it repeats
-``in_colab``'s one test in plain Python (tests/test_colab.py checks that they agree).
+``in_colab``'s one test in plain Python (tests/system/test_colab.py checks that they agree).
 """
 
 from __future__ import annotations

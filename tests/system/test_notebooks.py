@@ -160,7 +160,7 @@ def test_committed_notebooks_have_no_outputs_and_one_parameters_cell():
         cells = code_cells(book)
         for cell in cells:
             assert cell.outputs == [] and cell.execution_count is None, (name, cell.source)
-        # The first code cell installs segkit in Colab and does nothing elsewhere (tests/test_colab.py);
+        # The first code cell installs segkit in Colab and does nothing elsewhere (tests/system/test_colab.py);
         # the parameters cell comes right after it.
         tagged = [cell for cell in cells if "parameters" in cell.metadata.get("tags", [])]
         assert len(tagged) == 1 and tagged[0] is cells[1], name

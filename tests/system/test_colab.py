@@ -23,7 +23,6 @@ from segkit.teaching import colab
 from segkit.teaching.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK
 from segkit.teaching.plots import PLOTLY_MIME, LiveCurves, mimebundle
 from tests.conftest import REPO, subprocess_env
-from tests.test_browser import browser  # noqa: F401 (a fixture)
 
 NAMES = [*NOTEBOOKS, RESULTS_NOTEBOOK]
 #: How the cell tells Colab, written the same in segkit.teaching.colab.in_colab.
@@ -131,7 +130,7 @@ def test_live_curves_ship_plotly_js_once_and_with_the_final_figure(captured_disp
 
 
 @pytest.fixture(scope="module")
-def offline_page(browser):  # noqa: F811 (the browser tests' fixture)
+def offline_page(browser):
     """A function that opens an HTML file in headless Chromium (the browser tests' own) with every
     non-file request blocked, and returns the page and the list of blocked URLs."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "segkit"
+PACKAGE = Path(__file__).resolve().parents[2] / "segkit"
 
 #: Each module's layer, lowest first (docs/architecture.md draws them). A module may import its own
 #: layer and those below it, never one above. Layers 0-4 are the library (``segkit``), 5-6 the teaching

@@ -1,16 +1,9 @@
-"""The teaching side of the notebooks: self-checks that start empty and can fail, the questions at the
-end of each notebook and their answers, the glossary, and every number the text quotes from a
-measurement tied to the row it comes from.
-
-The notebooks run once, headless (papermill, the tiny profile, 2 batches), with each "Check yourself"
-cell run three times: as committed (the answer still ``...``), with the answer key's answer (✓), and
-with a wrong answer (✗).
-"""
+"""The teaching side of the notebooks: self-checks that start empty and have an answer in the key, the
+questions at the end of each notebook and their answers, the glossary, and every number the text quotes
+from a measurement tied to the row it comes from. The checks are run by tests/system/test_self_checks.py."""
 
 from __future__ import annotations
 
-import copy
-import os
 import re
 import subprocess
 import sys
@@ -18,115 +11,22 @@ from pathlib import Path
 
 import nbformat
 import numpy as np
-import papermill
 import pytest
 
 from segkit.teaching import explain, verdicts
-from segkit.teaching.notebooks import NOTEBOOKS, NOTEBOOKS_DIR, RESULTS_NOTEBOOK
+from segkit.teaching.notebooks import NOTEBOOKS_DIR
 from tests.conftest import REPO, subprocess_env
-
-#: Every notebook, in the order they run (04 compares the runs of 00-03).
-ALL = [*NOTEBOOKS, RESULTS_NOTEBOOK]
-SMOKE = {"profile": "tiny", "duration": "2ba"}
-ANSWER_KEY = REPO / "docs" / "answer-key.md"
-GLOSSARY = REPO / "docs" / "glossary.md"
-#: The learner's empty answer in a "Check yourself" cell: ``my_x = ...  # what to compute``.
-EMPTY_ANSWER = re.compile(r"^(my_\w+) = \.\.\.(?:[ \t]+#.*)?$", re.MULTILINE)
-RIGHT, WRONG = "teaching-right", "teaching-wrong"
-
-
-def read(name: str) -> nbformat.NotebookNode:
-    return nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
-
-
-def markdown(book: nbformat.NotebookNode) -> list[str]:
-    return [cell.source for cell in book.cells if cell.cell_type == "markdown"]
-
-
-def check_cells(book: nbformat.NotebookNode) -> list[tuple[int, str]]:
-    """(cell index, answer name) of each "Check yourself" code cell."""
-    return [(index, match.group(1)) for index, cell in enumerate(book.cells) if cell.cell_type == "code"
-            for match in [EMPTY_ANSWER.search(cell.source)] if match]
-
-
-def key_section(notebook: str, heading: str, key: str | None = None) -> str:
-    """The text of ``### heading`` in the answer key's section of ``notebook`` (``## NN · ... (`NAME.ipynb`)``)."""
-    key = ANSWER_KEY.read_text() if key is None else key
-    sections = re.split(r"^## ", key, flags=re.MULTILINE)
-    (section,) = [text for text in sections if f"(`{notebook}.ipynb`)" in text.split("\n", 1)[0]]
-    parts = re.split(r"^### ", section, flags=re.MULTILINE)
-    (part,) = [text for text in parts if text.startswith(heading + "\n")]
-    return part
-
-
-def key_answers(notebook: str) -> dict[str, str]:
-    """The answer key's "Check yourself" answers of a notebook: ``{"my_miou": "100 * ..."}``."""
-    found = re.findall(r"^- `(my_\w+) = (.+?)`", key_section(notebook, "Check yourself"), flags=re.MULTILINE)
-    return dict(found)
-
-
-def numbered(text: str) -> list[int]:
-    return [int(number) for number in re.findall(r"^(\d+)\. ", text, flags=re.MULTILINE)]
-
-
-def with_answers(book: nbformat.NotebookNode, answers: dict[str, str]) -> nbformat.NotebookNode:
-    """A copy of the notebook in which each "Check yourself" cell, left as it is, is followed by one copy
-    with the answer (tagged ``teaching-right``) and one with a wrong answer (``teaching-wrong``)."""
-    taught = copy.deepcopy(book)
-    for index, name in reversed(check_cells(book)):
-        cell = book.cells[index]
-        for tag, value in ((RIGHT, answers[name]), (WRONG, f"2 * ({answers[name]}) + 1")):
-            answered = nbformat.v4.new_code_cell(EMPTY_ANSWER.sub(f"{name} = {value}", cell.source, count=1))
-            answered.metadata["tags"] = [tag]
-            taught.cells.insert(index + 1 + (tag == WRONG), answered)
-    return taught
-
-
-def printed(cell: nbformat.NotebookNode) -> str:
-    return "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
-
-
-@pytest.fixture(scope="module")
-def taught(tmp_path_factory):
-    """The five notebooks, executed in order into one folder with the answers injected."""
-    previous = os.environ.get("PYTHONPATH")  # kernels import this checkout's segkit, whatever is installed
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), previous) if p)
-    root = tmp_path_factory.mktemp("taught")
-    parameters = {**SMOKE, "save_folder": str(root / "runs")}
-    try:
-        executed = {}
-        for name in ALL:
-            source = root / f"{name}-answered.ipynb"
-            nbformat.write(with_answers(read(name), key_answers(name)), source)
-            executed[name] = root / f"{name}.ipynb"
-            papermill.execute_notebook(source, executed[name], parameters=parameters, kernel_name="python3",
-                                       progress_bar=False, cwd=root, engine_name="segkit")  # segkit's watchful client
-        yield {name: nbformat.read(path, as_version=4) for name, path in executed.items()}
-    finally:
-        if previous is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = previous
-
-
-# --- self-checks that can fail ----------------------------------------------------------------
-
-@pytest.mark.parametrize("name", ALL)
-def test_each_check_says_empty_then_right_then_wrong(taught, name):
-    book = taught[name]
-    checks = [(cell, cell.metadata.get("tags", [])) for cell in book.cells
-              if cell.cell_type == "code" and "notebooks.check(" in cell.source]
-    empty = [cell for cell, tags in checks if RIGHT not in tags and WRONG not in tags]
-    right = [cell for cell, tags in checks if RIGHT in tags]
-    wrong = [cell for cell, tags in checks if WRONG in tags]
-    assert len(empty) == len(right) == len(wrong) >= 2, name
-    for cell in empty:  # as committed: the learner has not answered yet
-        assert "your answer is still empty" in printed(cell) and "✓ " not in printed(cell), cell.source
-        assert "✗ " not in printed(cell), cell.source
-    for cell in right:  # the answer key's answer: the formula the notebook teaches, checked against segkit
-        assert printed(cell).startswith("✓ ") and "✗ " not in printed(cell), (cell.source, printed(cell))
-    for cell in wrong:
-        assert printed(cell).startswith("✗ ") and "✓ " not in printed(cell), (cell.source, printed(cell))
+from tests.notebook_checks import (
+    ALL,
+    ANSWER_KEY,
+    GLOSSARY,
+    check_cells,
+    key_answers,
+    key_section,
+    markdown,
+    numbered,
+    read,
+)
 
 
 def test_committed_check_cells_start_empty_and_the_key_answers_each():
@@ -363,7 +263,7 @@ def test_every_measured_number_in_the_notebooks_is_tied_or_the_article_s():
     for name in ALL:
         path = f"notebooks/{name}.ipynb"
         tied = {number for where, number, _, _ in TIES if where == path}
-        # a verdict quoted whole is checked against the study's values by tests/test_verdicts.py
+        # a verdict quoted whole is checked against the study's values by tests/teaching/test_verdicts.py
         loose = [number for number in decimals(verdicts.QUOTED.sub("", repository_text(path)))
                  if number not in tied | ARTICLE | SETTINGS | set(COMPUTED)
                  and number.lstrip("+-") not in ARTICLE | SETTINGS]

@@ -13,8 +13,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,42 +28,20 @@ from papermill.parameterize import parameterize_notebook
 from segkit.runs import Run
 from segkit.teaching.notebooks import NOTEBOOKS_DIR
 from segkit.teaching.pages import write_page
-from tests.conftest import REPO, skip_or_fail
+from tests.conftest import REPO
+from tests.system.conftest import (
+    BUSY_PROMPT,
+    free_port,
+    gallery_of,
+    loaded_images,
+    plotly_points,
+    save,
+    screenshot_on_failure,
+)
 
-ARTIFACTS = REPO / "test-artifacts"
 #: The notebook opened in the browser, and its parameters (seconds of training).
 NOTEBOOK = "01_mild"
 PARAMETERS = {"profile": "tiny", "duration": "2ba"}
-#: JupyterLab's prompt of a cell waiting or running.
-BUSY_PROMPT = "[*]:"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def chromium_path() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        skip_or_fail("no chromium for the browser tests (Debian: apt-get install -y chromium)")
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser():
-    path = chromium_path()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_or_fail("playwright is not installed (pip install -e '.[test]')")
-    with sync_playwright() as playwright:
-        # --no-sandbox: CI runs as root in a container, where Chromium's sandbox cannot start.
-        launched = playwright.chromium.launch(executable_path=path, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -113,33 +89,6 @@ def lab_server(tmp_path_factory) -> Iterator[tuple[str, Path]]:
         log.close()
 
 
-@contextlib.contextmanager
-def screenshot_on_failure(page, name: str) -> Iterator[None]:
-    """On a failing step, keep a screenshot of the whole page for the CI log, and name it in the failure."""
-    try:
-        yield
-    except BaseException as error:
-        ARTIFACTS.mkdir(exist_ok=True)
-        picture = ARTIFACTS / f"browser-{name}.png"
-        with contextlib.suppress(Exception):
-            page.screenshot(path=str(picture), full_page=True)
-        raise AssertionError(f"{name}: {error} (screenshot: {picture})") from error
-
-
-def plotly_points(scope) -> int:
-    """How many data points plotly drew as SVG in ``scope`` (a page or a locator)."""
-    return scope.locator(".js-plotly-plot .main-svg .scatterlayer path.point").count()
-
-
-def loaded_images(scope, selector: str = ".widget-html img") -> list[str]:
-    """The sources of the images in ``scope`` (a gallery's, by default) that the browser loaded and
-    decoded (all must be)."""
-    images = scope.locator(selector)
-    states = images.evaluate_all("els => els.map(e => [e.complete && e.naturalWidth > 0, e.src.slice(0, 200)])")
-    assert states and all(ok for ok, _ in states), f"{sum(not ok for ok, _ in states)} images did not load"
-    return [source for _, source in states]
-
-
 def run_all_cells(page) -> None:
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
@@ -149,12 +98,6 @@ def run_all_cells(page) -> None:
             const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(p => p.textContent);
             return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p)) && !prompts.includes(busy);
         }""", arg=BUSY_PROMPT, timeout=300_000, polling=500)
-
-
-def save(page) -> None:
-    """Save the notebook (Ctrl+S) and wait until JupyterLab no longer marks its tab as changed."""
-    page.keyboard.press("Control+s")
-    page.wait_for_function("() => !document.querySelector('.lm-TabBar-tab.jp-mod-dirty')", timeout=60_000)
 
 
 @pytest.fixture(scope="module")
@@ -171,12 +114,6 @@ def learner(browser, lab_server):
         save(page)
     yield page, root
     page.close()
-
-
-def gallery_of(page):
-    """The output that holds the trained run's prediction gallery (a slider and images)."""
-    return page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-slider")).filter(
-        has=page.locator("img")).first
 
 
 def test_all_cells_run_without_error_and_show_curves_and_the_gallery(learner):

@@ -48,9 +48,8 @@ from segkit.runs import Run
 from segkit.teaching import classroom
 from tests.accounts import Account, unix_accounts
 from tests.conftest import REPO, skip_or_fail
-from tests.test_browser import (  # noqa: F401  (browser: the module's fixture, reused)
+from tests.system.conftest import (
     BUSY_PROMPT,
-    browser,
     free_port,
     gallery_of,
     loaded_images,

@@ -9,14 +9,7 @@ from packaging.version import Version
 
 from segkit.profiles import get_profile
 from segkit.scenes import DEFAULT_TRAIN_IMAGES, DEFAULT_VAL_IMAGES
-from tests.conftest import REPO
-
-
-def pyproject_requirements() -> dict[str, Requirement]:
-    """The library's dependencies and the teaching layer's: what the notebooks' environments need."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    lines = [*project["dependencies"], *project["optional-dependencies"]["teaching"]]
-    return {Requirement(line).name: Requirement(line) for line in lines}
+from tests.conftest import REPO, pyproject_requirements
 
 
 def test_mosaicml_pins_are_what_it_allows():

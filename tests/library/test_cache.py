@@ -18,7 +18,7 @@ import torch
 from segkit import cache, pretraining, scenes
 from segkit.errors import DataError
 from tests.accounts import unix_accounts
-from tests.conftest import run_segkit
+from tests.conftest import REPO, run_segkit
 
 #: A set small enough for a test (the tiny profile's is 16 + 8).
 SMALL = {"train_images": 4, "val_images": 2}
@@ -79,7 +79,7 @@ def test_a_learner_who_cannot_write_the_prefilled_cache_trains_from_it_and_keeps
     instructor, ada = accounts["instructor"], accounts["ada"]
     folder = shared_folder(instructor, group, 0o755)
     prefill = instructor.run(os.sys.executable, "-m", "segkit", "data", "prefill", "--profile", "tiny", "--shared",
-                             SEGKIT_DATA=str(folder), PYTHONPATH=str(Path(__file__).parents[1]))
+                             SEGKIT_DATA=str(folder), PYTHONPATH=str(REPO))
     assert prefill.returncode == 0, prefill.stderr
     assert "read-only to others (folders 0755, files 0444)" in prefill.stdout
     prefilled = folder / scenes.entry_name(16, 8)
@@ -88,7 +88,7 @@ def test_a_learner_who_cannot_write_the_prefilled_cache_trains_from_it_and_keeps
     # The learner's run reads the prefilled scenes, unchanged, and writes only into their own home.
     before = cache.tree_sha256(prefilled)
     train = ada.run(os.sys.executable, "-m", "segkit", "train", "--profile", "tiny", "--duration", "2ba",
-                    SEGKIT_DATA=str(folder), PYTHONPATH=str(Path(__file__).parents[1]))
+                    SEGKIT_DATA=str(folder), PYTHONPATH=str(REPO))
     assert train.returncode == 0, train.stderr
     assert "read-only" not in train.stderr and (ada.home / "runs" / "baseline-tiny-seed17-2ba").is_dir()
     assert cache.tree_sha256(prefilled) == before

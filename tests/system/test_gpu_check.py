@@ -22,8 +22,7 @@ import pytest
 import torch
 
 from segkit.profiles import REFERENCE_TRAIN_FLOPS_PER_IMAGE, get_profile
-from tests.conftest import REPO, subprocess_env
-from tests.test_environment import pyproject_requirements
+from tests.conftest import REPO, pyproject_requirements, subprocess_env
 
 
 def load_bench(name: str):

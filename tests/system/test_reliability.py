@@ -31,7 +31,7 @@ from segkit.engine import train
 from segkit.errors import ConfigError, DataError, RunError, SegkitError, WeightsError
 from segkit.recipes import RECIPES
 from segkit.spec import run_spec
-from tests.conftest import REPO, process_tree, run_segkit, skip_or_fail, subprocess_env, train_options
+from tests.conftest import REPO, process_tree, run_segkit, skip_or_fail, subprocess_env, tiny_run_spec, train_options
 
 DURATION = "3ep"  # tiny profile on the 8-image scenes fixture: 2 steps per epoch, evaluations at 2, 4, 6
 TIMING = ("wall_time", "images_per_second")
@@ -86,20 +86,11 @@ def test_kill_and_resume_full_matrix(recipe, moment, scenes_root, tmp_path):
 
 # --- bad input: one line, the documented exception type, existing run folders untouched -------
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, scenes_root) -> Path:
-    """One finished run, trained once per module (and per xdist worker)."""
-    folder = tmp_path_factory.mktemp("trained")
-    train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=folder, run_name="precious",
-          print_progress=False)
-    return folder / "precious"
-
-
 @pytest.fixture
-def existing_run(tmp_path, trained_run) -> Path:
+def existing_run(tmp_path, tiny_run) -> Path:
     """A finished run in the save folder that every bad command must leave byte-for-byte alone (a copy of
-    the module's trained run, so each case gets its own)."""
-    return Path(shutil.copytree(trained_run, tmp_path / "runs" / "precious"))
+    the session's tiny run, so each case gets its own)."""
+    return Path(shutil.copytree(tiny_run.folder, tmp_path / "runs" / "precious"))
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -496,7 +487,7 @@ def test_a_corrupt_metrics_file_says_how_to_recover(scenes_root, existing_run):
     recorded = json.loads(metrics.read_text())["history"]
     metrics.write_bytes(metrics.read_bytes()[:50])
     before = snapshot(existing_run)
-    spec = run_spec("baseline", "tiny", scenes_root, duration="2ba")
+    spec = tiny_run_spec(scenes_root)  # the run existing_run is a copy of
     command = {"save_folder": existing_run.parent, "run_name": "precious", "print_progress": False}
     with pytest.raises(RunError, match=r"precious/metrics.json is not valid JSON \(.*\); delete it and run the same "
                                        r"training command again: it is rebuilt from checkpoints/latest.pt") as raised:

@@ -5,17 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segkit.engine import train
 from segkit.errors import ConfigError
 from segkit.inference import evaluate, load_model, predict, predict_augmented
-from segkit.spec import run_spec
 from tests.conftest import run_segkit
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, scenes_root):
-    return train(run_spec("mild", "tiny", scenes_root, duration="3ba"), save_folder=tmp_path_factory.mktemp("runs"),
-                 print_progress=False)
+def finished_run(tiny_run):
+    return tiny_run
 
 
 def test_evaluate_reproduces_the_last_evaluation_of_training(finished_run):

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from segkit.engine import train
 from segkit.errors import ConfigError
-from segkit.spec import run_spec
 from segkit.teaching.gallery import IGNORED_COLOR, Predictions, blend_masks, colorize, legend, palette, picture_table
 
 
@@ -32,10 +30,8 @@ def test_picture_table_and_legend():
 
 
 @pytest.fixture(scope="module")
-def predictions(tmp_path_factory, scenes_root):
-    folder = tmp_path_factory.mktemp("runs")
-    result = train(run_spec("baseline", "tiny", scenes_root, duration="2ba"), save_folder=folder, print_progress=False)
-    return Predictions(result.folder)
+def predictions(tiny_run):
+    return Predictions(tiny_run.folder)
 
 
 def test_predictions_rows(predictions):
@@ -43,6 +39,6 @@ def test_predictions_rows(predictions):
     assert len(rows) == 2 and all(picture.shape == (32, 32, 3) for row in rows for picture in row)
     assert len(predictions) == 4
     html = predictions.html([0])
-    assert "baseline-tiny-seed17" in html and "#0" in html and "prediction" in html
+    assert "mild-tiny-seed17" in html and "#0" in html and "prediction" in html
     with pytest.raises(ConfigError, match="image index 4 is out of range; the validation set has 4 images"):
         predictions.rows([4])
