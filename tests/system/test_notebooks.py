@@ -3,7 +3,6 @@ the parameters cell, one-line errors, no committed outputs, ruff-clean code, and
 
 from __future__ import annotations
 
-import ast
 import base64
 import dataclasses
 import os
@@ -151,33 +150,6 @@ def test_results_notebook_names_a_missing_run_folder(tmp_path, kernel_env):
     assert failure.value.ename == "DataError" and "nowhere is not a run folder" in failure.value.evalue
 
 
-def test_committed_notebooks_have_no_outputs_and_one_parameters_cell():
-    for name, recipe in {**NOTEBOOKS, RESULTS_NOTEBOOK: None}.items():
-        book = nbformat.read(NOTEBOOKS_DIR / f"{name}.ipynb", as_version=4)
-        nbformat.validate(book)
-        assert book.metadata.kernelspec.name == "python3"
-        assert "widgets" not in book.metadata
-        cells = code_cells(book)
-        for cell in cells:
-            assert cell.outputs == [] and cell.execution_count is None, (name, cell.source)
-        # The first code cell installs segkit in Colab and does nothing elsewhere (tests/system/test_colab.py);
-        # the parameters cell comes right after it.
-        tagged = [cell for cell in cells if "parameters" in cell.metadata.get("tags", [])]
-        assert len(tagged) == 1 and tagged[0] is cells[1], name
-        # Literals only, exactly the parameters of segkit.teaching.notebooks, with their defaults.
-        values = {}
-        for node in ast.parse(tagged[0].source).body:
-            assert isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant), name
-            values[node.target.id] = node.value.value
-        # The next code cell checks them.
-        if recipe is None:  # notebook 04 takes the same parameters, and the runs to compare
-            assert values == {**notebooks.PARAMETERS, "run_folders": ""}, name
-            assert "notebooks.start_results(globals())" in cells[2].source
-        else:
-            assert values == notebooks.PARAMETERS, name
-            assert f'notebooks.start(globals(), recipe="{recipe}")' in cells[2].source
-
-
 def test_ruff_passes_on_the_code_and_the_notebooks():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
@@ -312,14 +284,6 @@ def test_more_than_one_process_trains_through_the_launcher(tmp_path, scenes_root
     result = job.train()
     assert result.run.status == "finished" and result.run.info["world_size"] == 2
     assert (tmp_path / "baseline-tiny-seed17-2ba" / "recipe.yaml").is_file()
-
-
-@pytest.mark.parametrize("name", [*NOTEBOOKS, RESULTS_NOTEBOOK])
-def test_papermill_reads_every_parameter_of_the_notebooks(name):
-    """`papermill --help-notebook` lists every parameter (a comment with '=' would hide its line)."""
-    inferred = papermill.inspect_notebook(NOTEBOOKS_DIR / f"{name}.ipynb")
-    expected = {*notebooks.PARAMETERS, *(["run_folders"] if name == RESULTS_NOTEBOOK else [])}
-    assert set(inferred) == expected
 
 
 def test_release_memory_frees_a_large_value_and_keeps_what_the_checks_read(capsys):
