@@ -123,3 +123,14 @@ def test_the_checks_catch_a_planted_violation(tmp_path):
     assert "composer" in imports(planted) and segkit_imports(planted) == {"cli"}
     planted.write_text("from segkit.teaching import plots\nimport segkit.teaching.tables\n")
     assert segkit_imports(planted) == {"teaching.__init__", "teaching.plots", "teaching.tables"}
+
+
+def test_the_architecture_page_draws_every_module_and_counts_them():
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    library = [module for module in MODULES if "." not in module]
+    teaching = [module for module in MODULES if module.startswith("teaching.")]
+    assert f"`segkit/` ({len(library)} modules" in page and f"`segkit/teaching/` ({len(teaching)} modules" in page
+    drawn = page.split("```")[1]
+    missing = [module for module in MODULES if not module.endswith("__init__") and module != "__main__"
+               and f"{module.split('.')[-1]}.py" not in drawn]
+    assert not missing, missing
