@@ -1,6 +1,6 @@
 """A recipe's algorithms as Composer objects, with two fixes segmentation needs.
 
-This module and ``segkit.engine`` are the only ones that import Composer. The math lives in
+This module, ``segkit.engine`` and ``segkit.probes`` are the only ones that import Composer. The math lives in
 ``segkit.functional`` (EMA smoothing and update, SAM's step, MixUp's blend); here it is wired into
 Composer's events. ``build_algorithms(recipe)`` returns, in order: ``ChannelsLast`` and ``EMA``
 from Composer, and segkit's own ``SAM`` and ``SegmentationMixUp``; ``evaluated_weights(state)``

@@ -1,5 +1,5 @@
-"""The engine: segkit's runs on MosaicML Composer. This module and ``segkit.algorithms`` are the
-only ones that import Composer; the rest of segkit is plain PyTorch and plain Python.
+"""The engine: segkit's runs on MosaicML Composer. This module, ``segkit.algorithms`` and ``segkit.probes``
+are the only ones that import Composer; the rest of segkit is plain PyTorch and plain Python.
 
 ``train(spec)`` reads top to bottom, like torchvision's reference training script:
 
