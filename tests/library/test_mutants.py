@@ -1,0 +1,28 @@
+"""bench/mutants.py breaks segkit one named bug at a time: each of its pieces of source must still be found,
+exactly once, where it says, and each test it names must exist (or the mutation check checks nothing)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def load_mutants():
+    spec = importlib.util.spec_from_file_location("mutants", REPO / "bench" / "mutants.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mutants"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.MUTANTS
+
+
+@pytest.mark.parametrize("mutant", load_mutants(), ids=lambda mutant: mutant.name)
+def test_each_mutant_still_applies(mutant):
+    assert (REPO / mutant.file).read_text().count(mutant.original) == 1, (mutant.file, mutant.original)
+    for test in mutant.tests:
+        path, _, name = test.partition("::")
+        assert (REPO / path).is_file(), path
+        assert not name or f"def {name.split('[')[0]}(" in (REPO / path).read_text(), test
