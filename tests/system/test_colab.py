@@ -51,7 +51,7 @@ def test_every_notebook_opens_in_colab_and_installs_the_kit_there(name):
     assert f"(https://colab.research.google.com/github/{repo}/blob/{branch}/notebooks/{name}.ipynb)" in markdown
     assert setup == first_cells(NAMES[0])[1]  # one setup cell, the same in every notebook
     assert f'if {COLAB_TEST}:' in setup and COLAB_TEST in inspect.getsource(colab.in_colab)
-    assert f"git+https://github.com/{repo}@{branch}" in setup
+    assert f"segkit[teaching] @ git+https://github.com/{repo}@{branch}" in setup  # the notebooks need the extra
     assert "output.enable_custom_widget_manager()" in setup
 
 
