@@ -273,3 +273,10 @@ def test_a_lost_peer_is_told_apart_from_other_errors(monkeypatch):
     assert lost_peer_error(RuntimeError("CUDA out of memory")) is None
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert lost_peer_error(torch.distributed.DistBackendError("communicator aborted")) is None
+
+
+def test_train_takes_a_run_spec_and_says_how_to_build_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"train takes a RunSpec, got 'mild'; build one with "
+                                          r"segkit.run_spec\('mild', profile=..., data=...\)"):
+        train("mild", save_folder=tmp_path)
+    assert not any(tmp_path.iterdir())
