@@ -62,7 +62,7 @@ from segkit.devices import (
 from segkit.errors import ConfigError, DataError, RunError, SegkitError
 from segkit.losses import SegmentationLoss, loss_for
 from segkit.metrics import MeanIoU, PixelAccuracy, iou_per_class
-from segkit.model import build_model
+from segkit.model import apply_surgery, build_model
 from segkit.pretraining import backbone_init
 from segkit.probes import Probe, RawWeightsProbe
 from segkit.profiles import Profile
@@ -452,6 +452,7 @@ def build_trainer(spec: RunSpec, plan: Recipe, data: RunData, max_duration: Time
         profile, data.num_classes,
         # a resumed run takes its weights from the checkpoint: no download, no file needed
         weights=None if resuming else backbone_init(spec.backbone_weights, profile.backbone))
+    module = apply_surgery(module, dataclasses.asdict(plan))  # before the checkpoint is checked against it
     if profile.sync_batchnorm and dist.get_world_size() > 1:
         module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
     loss = loss_for(plan)

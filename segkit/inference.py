@@ -23,7 +23,7 @@ from segkit.data import worker_context
 from segkit.devices import autocast, torch_device
 from segkit.errors import ConfigError
 from segkit.metrics import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
-from segkit.model import build_model
+from segkit.model import apply_surgery, build_model
 from segkit.runs import WEIGHTS_FILE, Run
 from segkit.transforms import eval_transform, normalize
 
@@ -83,7 +83,7 @@ def load_model(run_folder: str | Path, device: str | torch.device | None = None)
     """
     run = Run.load(run_folder)
     profile = run.info["profile"]
-    module = build_model(profile, run.info["data"]["num_classes"])
+    module = apply_surgery(build_model(profile, run.info["data"]["num_classes"]), run.info.get("plan", {}))
     checkpoints.load_weights(run.folder / WEIGHTS_FILE, module)
     return module.eval().to(torch_device(profile["device"], device)), run
 

@@ -292,6 +292,26 @@ def deeplabv3plus(
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"deeplabv3plus": deeplabv3plus}
 #: The architecture of a run folder that records none (written before the setting existed).
 DEFAULT_ARCHITECTURE = "deeplabv3plus"
+#: Model surgery by recipe field: an algorithm that changes the network (and with it the names of its weights,
+#: as BlurPool does) is a function ``surgery(module) -> module`` here, applied when the run's plan sets that
+#: field. ``apply_surgery`` runs it wherever a run's network is built: before training (so the checkpoint a run
+#: resumes from is checked against the network it trained) and before ``model.pt`` is loaded. Empty: none of
+#: the reference recipes uses one (docs/architecture.md).
+SURGERIES: dict[str, Callable[[nn.Module], nn.Module]] = {}
+
+
+def apply_surgery(module: nn.Module, plan: Mapping[str, Any]) -> nn.Module:
+    """``module`` after the surgery of every ``SURGERIES`` field that ``plan`` (a recipe, as a dict) sets.
+
+    Example:
+        >>> net = nn.Linear(2, 2)
+        >>> apply_surgery(net, {"epochs": 1}) is net
+        True
+    """
+    for field, surgery in SURGERIES.items():
+        if plan.get(field):
+            module = surgery(module)
+    return module
 
 
 def build_model(settings: Any, num_classes: int, weights: str | Path | None = None) -> nn.Module:

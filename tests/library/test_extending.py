@@ -4,7 +4,8 @@ A fifth recipe: a copy of the package gets one more recipe function and one line
 (nothing else), and then imports, lists it on the command line, builds its table and its figures, and
 trains it. A training algorithm as a lab switch: label smoothing, in two files of a copy (recipes.py and
 losses.py); it trains with MixUp's mixed masks, shows in the lab and its tables, and a run trained before
-it existed keeps its name and resumes. A dataset format and a model: one entry each in
+it existed keeps its name and resumes. An algorithm that renames the weights: BlurPool, in recipes.py and
+model.py; its run resumes and its model.pt loads. A dataset format and a model: one entry each in
 ``DATASET_FORMATS`` and ``ARCHITECTURES``; each trains, is recorded in the run folder, and is read back
 from that record by evaluation.
 """
@@ -176,18 +177,7 @@ def test_a_training_algorithm_is_a_lab_switch_in_two_files_and_older_runs_keep_t
         segkit.train(spec, save_folder=tmp_path / "runs", print_progress=False, callbacks=[StopAfterFirstEvaluation()])
     assert json.loads((tmp_path / "runs" / spec.run_name / "metrics.json").read_text())["status"] == "interrupted"
 
-    copy = tmp_path / "kit"
-    shutil.copytree(REPO / "segkit", copy / "segkit", ignore=shutil.ignore_patterns("__pycache__"))
-    for name, replacements in LABEL_SMOOTHING.items():
-        path = copy / "segkit" / name
-        text = path.read_text()
-        for old, new in replacements:
-            assert text.count(old) == 1, (name, old)
-            text = text.replace(old, new)
-        path.write_text(text)
-    changed = [path.name for path in (copy / "segkit").rglob("*.py")
-               if path.read_bytes() != (REPO / "segkit" / path.relative_to(copy / "segkit")).read_bytes()]
-    assert sorted(changed) == ["losses.py", "recipes.py"]
+    copy = edited_copy(tmp_path, LABEL_SMOOTHING)  # recipes.py and losses.py
     done = subprocess.run([sys.executable, "-c", WITH_LABEL_SMOOTHING, str(copy), str(scenes_root),
                            str(tmp_path / "runs"), json.dumps(dataclasses.asdict(older))],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path,
@@ -197,6 +187,109 @@ def test_a_training_algorithm_is_a_lab_switch_in_two_files_and_older_runs_keep_t
     assert outcome == {"name": spec.run_name, "resumed": True, "status": "finished", "evaluations": 2,
                        "smoothed": outcome["smoothed"]}
     assert outcome["smoothed"].startswith("custom-") and outcome["smoothed"] != spec.run_name
+
+
+#: BlurPool as a recipe switch, an algorithm that renames the network's weights: the field in recipes.py, the
+#: surgery in model.py (a strided convolution blurs its input first: ``conv1.weight`` becomes ``conv1.conv.weight``).
+BLUR_POOL = {
+    "recipes.py": [
+        ("""    mixup_alpha: float | None = None  # MixUp's Beta(alpha, alpha); None = no MixUp
+""", """    mixup_alpha: float | None = None  # MixUp's Beta(alpha, alpha); None = no MixUp
+    blur_pool: bool = False  # strided convolutions blur their input first (BlurPool)
+"""),
+        ("""    "mixup_alpha": FieldInfo("MixUp: alpha", "float", step=0.1),
+""", """    "mixup_alpha": FieldInfo("MixUp: alpha", "float", step=0.1),
+    "blur_pool": FieldInfo("BlurPool", "toggle"),
+"""),
+    ],
+    "model.py": [
+        ("SURGERIES: dict[str, Callable[[nn.Module], nn.Module]] = {}\n",
+         """SURGERIES: dict[str, Callable[[nn.Module], nn.Module]] = {}
+
+
+class Blurred(nn.Module):
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        taps = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("blur", (taps[:, None] * taps[None, :] / 16).expand(conv.in_channels, 1, 3, 3).clone())
+        self.conv = conv
+
+    def forward(self, x):
+        return self.conv(nn.functional.conv2d(x, self.blur, padding=1, groups=x.shape[1]))
+
+
+def blur_pool(module: nn.Module) -> nn.Module:
+    for name, child in module.named_children():
+        if isinstance(child, nn.Conv2d) and child.stride != (1, 1):
+            setattr(module, name, Blurred(child))
+        else:
+            blur_pool(child)
+    return module
+
+
+SURGERIES["blur_pool"] = blur_pool
+"""),
+    ],
+}
+
+WITH_BLUR_POOL = textwrap.dedent('''
+    import dataclasses, json, sys
+    import torch
+    from composer import Callback
+    import segkit
+    from segkit import recipes
+
+    copy, data, runs = sys.argv[1:4]
+    assert segkit.__file__.startswith(copy), segkit.__file__
+
+
+    class StopAfterFirstEvaluation(Callback):
+        def eval_after_all(self, state, logger):
+            raise KeyboardInterrupt
+
+
+    spec = segkit.run_spec(dataclasses.replace(recipes.baseline(), name="custom", blur_pool=True), "tiny", data,
+                           duration="4ba")
+    try:
+        segkit.train(spec, save_folder=runs, print_progress=False, callbacks=[StopAfterFirstEvaluation()])
+    except KeyboardInterrupt:
+        pass
+    result = segkit.train(spec, save_folder=runs, print_progress=False)
+    weights = torch.load(result.folder / "model.pt", weights_only=True)
+    print(json.dumps({"resumed": result.resumed, "status": result.run.status, "evaluations": len(result.run.history),
+                      "renamed": sorted(key for key in weights if key.endswith(".blur")),
+                      "miou": result.miou, "evaluated": segkit.evaluate(result.folder)["miou"]}))
+''')
+
+
+def edited_copy(tmp_path: Path, edits: dict[str, list[tuple[str, str]]]) -> Path:
+    """A copy of the package with ``edits`` made (each old text found exactly once), and only those files changed."""
+    copy = tmp_path / "kit"
+    shutil.copytree(REPO / "segkit", copy / "segkit", ignore=shutil.ignore_patterns("__pycache__"))
+    for name, replacements in edits.items():
+        path = copy / "segkit" / name
+        text = path.read_text()
+        for old, new in replacements:
+            assert text.count(old) == 1, (name, old)
+            text = text.replace(old, new)
+        path.write_text(text)
+    changed = [path.name for path in (copy / "segkit").rglob("*.py")
+               if path.read_bytes() != (REPO / "segkit" / path.relative_to(copy / "segkit")).read_bytes()]
+    assert sorted(changed) == sorted(edits)
+    return copy
+
+
+def test_an_algorithm_that_renames_weights_is_two_files_and_its_runs_resume_and_load(tmp_path, scenes_root):
+    copy = edited_copy(tmp_path, BLUR_POOL)
+    done = subprocess.run([sys.executable, "-c", WITH_BLUR_POOL, str(copy), str(scenes_root), str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**subprocess_env(), "PYTHONPATH": str(copy)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    outcome = json.loads(done.stdout.splitlines()[-1])
+    assert outcome["resumed"] and outcome["status"] == "finished" and outcome["evaluations"] == 2
+    # model.pt holds the surgered network (the stem's and each downsampling convolution's blur), and loads:
+    assert "backbone.conv1.blur" in outcome["renamed"] and len(outcome["renamed"]) > 2, outcome["renamed"]
+    assert outcome["evaluated"] == pytest.approx(outcome["miou"], abs=1e-3)
 
 
 class PairedFolders(torch.utils.data.Dataset):
