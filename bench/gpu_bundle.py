@@ -89,8 +89,12 @@ def canonical(name: str) -> str:
 def segkit_requirements() -> list[str]:
     """The names of segkit's own requirements: the library's and the teaching layer's (pyproject.toml's
     ``dependencies`` and its ``teaching`` extra; the check runs a notebook)."""
-    import tomllib
     from packaging.requirements import Requirement
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the test extra's tomli
+        import tomli as tomllib
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     lines = [*project["dependencies"], *project["optional-dependencies"]["teaching"]]

@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     share.add_argument("--class-folder", default=None, help="the class folder (default $SEGKIT_CLASS)")
     room = commands.add_parser("class", help="show the class table: every learner's shared runs, grouped")
     room.add_argument("--class-folder", default=None, help="the class folder (default $SEGKIT_CLASS)")
-    notebooks = commands.add_parser("notebooks", help="run the four notebooks headless and write a summary page")
+    notebooks = commands.add_parser("notebooks", help="run the five notebooks headless and write a summary page")
     notebooks.add_argument("--out", default="runs/notebooks", help="output folder (default runs/notebooks)")
     notebooks.add_argument("--only", nargs="*", default=None, help="notebook names to run (default all)")
     notebooks.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),

@@ -130,13 +130,21 @@ def process_tree(root: int) -> dict[int, int]:
     return {pid: entry.parent for pid, entry in descendants(root).items()}
 
 
+def pyproject() -> dict:
+    """pyproject.toml, read (tomllib from Python 3.11, tomli before: the test extra installs it there)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        import tomli as tomllib
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
 def pyproject_requirements() -> dict:
     """The library's dependencies and the teaching layer's (pyproject.toml): what the notebooks' environments
     need, by name (``packaging`` Requirements)."""
-    import tomllib
     from packaging.requirements import Requirement
 
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = pyproject()["project"]
     lines = [*project["dependencies"], *project["optional-dependencies"]["teaching"]]
     return {Requirement(line).name: Requirement(line) for line in lines}
 

@@ -169,7 +169,7 @@ class StudyResult:
 _STUDY_A = "docs/recipe-study.md (machine A, 2026-11-27)"
 _STUDY_B = "docs/recipe-study-like-for-like.md (machine B, 2026-12-01)"
 _CONTROLS_C = "docs/recipe-study-controls.md (machine C, 2026-12-04)"
-#: The per-seed values of the kit's studies, as their pages print them (tests/teaching/test_teaching.py checks it).
+#: The per-seed values of the kit's studies, as their pages print them (tests/teaching/test_verdicts.py checks it).
 STUDY = (
     StudyResult("mild", "CE + Dice", (101, 102, 103), (None, None, None), _STUDY_A),
     StudyResult("medium", "CE + Dice", (101, 102, 103), (-4.86, -2.91, -4.50), _STUDY_A),

@@ -1,5 +1,6 @@
-"""The layers of docs/architecture.md, enforced: Composer stays in the engine, imports only go down
-the layers, and no two modules import each other (directly or around a loop)."""
+"""The layers of docs/architecture.md, enforced: Composer stays in the engine (engine, algorithms, probes), the
+library never imports the teaching layer, imports only go down the layers, and no two modules import each
+other (directly or around a loop)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def test_every_module_has_a_layer():
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_composer_is_imported_by_the_engine_only(module):
+def test_only_the_engine_algorithms_and_probes_import_composer(module):
     uses_composer = any(name.split(".")[0] == "composer" for name in imports(module_path(module)))
     assert uses_composer == (module in COMPOSER_MODULES)
 

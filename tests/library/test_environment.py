@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
 from segkit.profiles import get_profile
 from segkit.scenes import DEFAULT_TRAIN_IMAGES, DEFAULT_VAL_IMAGES
-from tests.conftest import REPO, pyproject_requirements
+from tests.conftest import REPO, pyproject, pyproject_requirements
 
 
 def test_mosaicml_pins_are_what_it_allows():
@@ -50,7 +49,7 @@ def test_binder_matches_pyproject_with_cpu_torch():
 
 def front_end_pins() -> dict[str, str]:
     """The exact pins of the test extra: the front end the browser tests drive."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = pyproject()["project"]
     extra = project["optional-dependencies"]["test"]
     pins = {Requirement(line).name: str(Requirement(line).specifier) for line in extra}
     return {name: pin for name, pin in pins.items() if pin.startswith("==")}

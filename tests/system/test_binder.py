@@ -20,12 +20,11 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-import tomllib
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from tests.conftest import REPO, skip_or_fail
+from tests.conftest import REPO, pyproject, skip_or_fail
 
 BINDER = REPO / "binder"
 #: What the learner's browser and kernel run: the packages the browser test ran, in this venv.
@@ -95,7 +94,7 @@ def test_the_image_runs_the_python_of_runtime_txt_within_what_segkit_supports(re
     assert f"Building conda environment for python={wanted}" in log
     python = locked_versions(base_environment_lock(dockerfile))["python"]
     assert python.startswith(f"{wanted}.")
-    supported = SpecifierSet(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"])
+    supported = SpecifierSet(pyproject()["project"]["requires-python"])
     assert Version(python) in supported, (python, supported)
 
 

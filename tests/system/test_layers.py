@@ -12,10 +12,9 @@ import venv
 from pathlib import Path
 
 import pytest
-import tomllib
 from packaging.requirements import Requirement
 
-from tests.conftest import REPO, subprocess_env
+from tests.conftest import REPO, pyproject, subprocess_env
 
 #: The teaching extra's packages, and what only they bring: none may be in the library's environment.
 TEACHING_ONLY = {"plotly", "ipywidgets", "anywidget", "papermill", "nbconvert", "matplotlib", "ipykernel",
@@ -29,7 +28,7 @@ def canonical(name: str) -> str:
 def library_closure() -> set[str]:
     """Every distribution the library's dependencies need here, transitively, with the extras they ask of
     one another (mosaicml-cli needs gql[websockets]); segkit's own extras left out."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    project = pyproject()["project"]
     queue = [(Requirement(line).name, ()) for line in project["dependencies"]]
     seen: set[tuple[str, tuple[str, ...]]] = set()
     while queue:
