@@ -101,16 +101,19 @@ def segkit_requirements() -> list[str]:
     return [Requirement(line).name for line in lines]
 
 
-def requirement_closure(roots: tuple[str, ...], stop_at: frozenset[str] = frozenset()) -> dict[str, list]:
+def requirement_closure(roots: tuple[str, ...], stop_at: frozenset[str] = frozenset(),
+                        environment: dict[str, str] | None = None) -> dict[str, list]:
     """Every distribution that ``roots`` need on the target, transitively, with the requirements
     naming it: ``{canonical name: [packaging Requirement, ...]}`` (a root's list is empty unless
     another distribution requires it too). Names in ``stop_at`` are listed but not looked into.
+    ``environment``: the markers' interpreter and platform (default the GPU machine's; ``{}``: this one).
 
     Raises:
         SystemExit: a needed distribution is not installed here, so its requirements are unknown.
     """
     from packaging.requirements import Requirement
 
+    target = TARGET_ENVIRONMENT if environment is None else environment
     needed: dict[str, list] = {canonical(root): [] for root in roots}
     queue, seen = [(root, ()) for root in roots], set()
     while queue:
@@ -121,11 +124,11 @@ def requirement_closure(roots: tuple[str, ...], stop_at: frozenset[str] = frozen
         try:
             declared = importlib.metadata.requires(name) or []
         except importlib.metadata.PackageNotFoundError:
-            sys.exit(f"{name} is needed on the GPU machine but not installed here; install it in .venv first")
+            sys.exit(f"{name} is needed but not installed here; install it in .venv first")
         for text in declared:
             requirement = Requirement(text)
             if requirement.marker and not any(
-                    requirement.marker.evaluate({**TARGET_ENVIRONMENT, "extra": extra}) for extra in ("", *extras)):
+                    requirement.marker.evaluate({**target, "extra": extra}) for extra in ("", *extras)):
                 continue
             queue.append((requirement.name, tuple(sorted(requirement.extras))))
             needed.setdefault(canonical(requirement.name), []).append(requirement)

@@ -130,6 +130,17 @@ def process_tree(root: int) -> dict[int, int]:
     return {pid: entry.parent for pid, entry in descendants(root).items()}
 
 
+def load_bench(name: str):
+    """A bench/ script as a module (bench/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
 def pyproject() -> dict:
     """pyproject.toml, read (tomllib from Python 3.11, tomli before: the test extra installs it there)."""
     try:

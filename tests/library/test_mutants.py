@@ -3,23 +3,12 @@ exactly once, where it says, and each test it names must exist (or the mutation 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_bench
 
 
-def load_mutants():
-    spec = importlib.util.spec_from_file_location("mutants", REPO / "bench" / "mutants.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mutants"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module.MUTANTS
-
-
-@pytest.mark.parametrize("mutant", load_mutants(), ids=lambda mutant: mutant.name)
+@pytest.mark.parametrize("mutant", load_bench("mutants").MUTANTS, ids=lambda mutant: mutant.name)
 def test_each_mutant_still_applies(mutant):
     assert (REPO / mutant.file).read_text().count(mutant.original) == 1, (mutant.file, mutant.original)
     for test in mutant.tests:

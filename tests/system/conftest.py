@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import shutil
 import socket
-from collections.abc import Iterator
+import venv
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +84,17 @@ def gallery_of(page):
     """The output that holds the trained run's prediction gallery (a slider and images)."""
     return page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-slider")).filter(
         has=page.locator("img")).first
+
+
+def bare_python(root: Path, distributions: Iterable[str]) -> Path:
+    """The Python of a new virtualenv under ``root`` that holds only ``distributions``, linked from this
+    environment (nothing downloaded): an environment with just what a list of requirements brings."""
+    venv.create(root, symlinks=True)
+    site = next(root.glob("lib/python3*/site-packages"))
+    for name in distributions:
+        distribution = importlib.metadata.distribution(name)
+        for top in {Path(file).parts[0] for file in distribution.files or []} - {".."}:
+            source = Path(distribution.locate_file(top))
+            if source.exists() and not (site / top).exists():
+                (site / top).symlink_to(source)
+    return root / "bin" / "python"

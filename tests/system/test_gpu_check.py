@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import nbformat
@@ -22,17 +21,8 @@ import pytest
 import torch
 
 from segkit.profiles import REFERENCE_TRAIN_FLOPS_PER_IMAGE, get_profile
-from tests.conftest import REPO, pyproject_requirements, subprocess_env
-
-
-def load_bench(name: str):
-    """A bench/ script as a module (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
+from tests.conftest import REPO, load_bench, pyproject_requirements, subprocess_env
+from tests.system.conftest import bare_python
 
 gpu_check = load_bench("gpu_check")
 gpu_bundle = load_bench("gpu_bundle")
@@ -487,27 +477,16 @@ def test_every_needed_distribution_is_carried_or_on_the_gpu_machine():
             assert not unmet, f"{name}=={pins[name]} does not meet {unmet}"
 
 
-def link_distribution(name: str, site: Path) -> None:
-    """Make an installed distribution importable from ``site`` (symlinks to its top-level files)."""
-    distribution = importlib.metadata.distribution(name)
-    for top in {Path(file).parts[0] for file in distribution.files or []} - {".."}:
-        source = Path(distribution.locate_file(top))
-        if source.exists() and not (site / top).exists():
-            (site / top).symlink_to(source)
-
-
 def test_the_bundle_and_the_gpu_machines_packages_are_all_that_the_check_imports(tmp_path):
     """A virtualenv holding only the bundle's distributions and those of the GPU machine's list that are
     installed here (as the GPU machine will, offline) imports Composer, segkit's engine and the notebook
     machinery."""
-    venv.create(tmp_path / "bare", symlinks=True)
-    site = next((tmp_path / "bare").glob("lib/python3*/site-packages"))
     installed = {gpu_bundle.canonical(d.metadata["Name"]) for d in importlib.metadata.distributions()}
-    for name in set(gpu_bundle.bundle_pins()) | (gpu_bundle.DEVICE_PACKAGES & installed):
-        link_distribution(name, site)
+    python = bare_python(tmp_path / "bare",
+                         set(gpu_bundle.bundle_pins()) | (gpu_bundle.DEVICE_PACKAGES & installed))
     imports = ("import composer, segkit.engine, segkit.teaching.headless, segkit.teaching.notebooks, ipykernel, "
                "nbconvert, anywidget")
-    done = subprocess.run([str(tmp_path / "bare" / "bin" / "python"), "-c", imports],
+    done = subprocess.run([str(python), "-c", imports],
                           capture_output=True, text=True, timeout=300,
                           env={**subprocess_env(), "PYTHONPATH": str(REPO), "PYTHONNOUSERSITE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]

@@ -5,64 +5,33 @@ in one line what to install."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import subprocess
-import venv
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
-from tests.conftest import REPO, pyproject, subprocess_env
+from tests.conftest import REPO, load_bench, pyproject, subprocess_env
+from tests.system.conftest import bare_python
 
 #: The teaching extra's packages, and what only they bring: none may be in the library's environment.
 TEACHING_ONLY = {"plotly", "ipywidgets", "anywidget", "papermill", "nbconvert", "matplotlib", "ipykernel",
                  "jupyterlab", "nbformat", "ipython"}
 
 
-def canonical(name: str) -> str:
-    return name.lower().replace("_", "-").replace(".", "-")
-
-
 def library_closure() -> set[str]:
-    """Every distribution the library's dependencies need here, transitively, with the extras they ask of
-    one another (mosaicml-cli needs gql[websockets]); segkit's own extras left out."""
-    project = pyproject()["project"]
-    queue = [(Requirement(line).name, ()) for line in project["dependencies"]]
-    seen: set[tuple[str, tuple[str, ...]]] = set()
-    while queue:
-        name, extras = queue.pop()
-        if (canonical(name), extras) in seen:
-            continue
-        seen.add((canonical(name), extras))
-        for text in importlib.metadata.requires(name) or []:
-            requirement = Requirement(text)
-            if requirement.marker is None or any(requirement.marker.evaluate({"extra": extra})
-                                                 for extra in ("", *extras)):
-                queue.append((requirement.name, tuple(sorted(requirement.extras))))
-    return {name for name, _ in seen}
-
-
-def link_distribution(name: str, site: Path) -> None:
-    """Make an installed distribution importable from ``site`` (symlinks to its top-level files)."""
-    distribution = importlib.metadata.distribution(name)
-    for top in {Path(file).parts[0] for file in distribution.files or []} - {".."}:
-        source = Path(distribution.locate_file(top))
-        if source.exists() and not (site / top).exists():
-            (site / top).symlink_to(source)
+    """Every distribution the library's dependencies need on this interpreter, transitively, with the extras
+    they ask of one another (mosaicml-cli needs gql[websockets]); segkit's own extras left out."""
+    roots = tuple(Requirement(line).name for line in pyproject()["project"]["dependencies"])
+    return set(load_bench("gpu_bundle").requirement_closure(roots, environment={}))
 
 
 @pytest.fixture(scope="module")
 def library_python(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("library-only")
-    venv.create(root / "venv", symlinks=True)
-    site = next((root / "venv").glob("lib/python3*/site-packages"))
     needed = library_closure()
     assert not needed & TEACHING_ONLY, needed & TEACHING_ONLY  # the library's dependencies bring none of them
-    for name in needed:
-        link_distribution(name, site)
-    return root / "venv" / "bin" / "python"
+    return bare_python(tmp_path_factory.mktemp("library-only") / "venv", needed)
 
 
 def run(python: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
