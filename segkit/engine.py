@@ -4,7 +4,7 @@ are the only ones that import Composer; the rest of segkit is plain PyTorch and 
 ``train(spec)`` reads top to bottom, like torchvision's reference training script:
 
     build     the processes (join_processes), the data (build_data), the plan: the recipe scaled to the
-              profile (segkit.spec.RunSpec.scaled_recipe)
+              profile at the loader's steps per epoch (segkit.recipes.scale)
     resume?   the run folder's record (segkit.runs.run_record), new or resumed from checkpoints/latest.pt
               (open_shared_run, segkit.runs.open_run)
     fit       model, loss, optimizer, schedule and algorithms in a Composer Trainer (build_trainer), then
@@ -37,7 +37,7 @@ from composer.optim import CosineAnnealingScheduler, DecoupledSGDW
 from composer.utils import dist, reproducibility
 from torchmetrics import Metric
 
-from segkit import checkpoints
+from segkit import checkpoints, recipes
 from segkit.algorithms import build_algorithms, evaluated_weights
 from segkit.data import (
     PREFETCH_FACTOR,
@@ -70,6 +70,7 @@ from segkit.recipes import Recipe
 from segkit.runs import (
     CHECKPOINT_FILE,
     WEIGHTS_FILE,
+    DataInfo,
     Run,
     RunLock,
     RunResult,
@@ -341,7 +342,7 @@ def train(
     say = print if print_progress and dist.get_global_rank() == 0 else lambda *args, **kwargs: None
     world = join_processes(spec.profile)
     data = build_data(spec, run_name, world, check_data, say)
-    plan = spec.scaled_recipe(world)  # steps per epoch: len(train_loader), counted by the spec
+    plan = recipes.scale(spec.recipe, spec.profile, steps_per_epoch=len(data.train_loader))
     if spec.profile.device == "gpu":  # a memory layout, not an algorithm: every GPU run is faster with it
         plan = dataclasses.replace(plan, channels_last=True)
     max_duration = Time.from_timestring(spec.duration or f"{plan.epochs}ep")
@@ -350,7 +351,8 @@ def train(
     with RunLock(folder, enabled=dist.get_global_rank() == 0):
         if dist.get_global_rank() == 0:
             remove_stale_temporaries(folder)
-        record = run_record(run_name, spec, plan, data.description, str(max_duration), world, batchnorm(spec, world))
+        batchnorm = f"synchronized over {world} processes" if syncs_batchnorm(spec.profile, world) else "per process"
+        record = run_record(run_name, spec, plan, data.description, str(max_duration), world, batchnorm)
         run, resuming = open_shared_run(folder, record)
         if run.status == "finished":
             say(f"run {run_name} has already finished; nothing to train", flush=True)
@@ -374,7 +376,7 @@ def join_processes(profile: Profile) -> int:
         raise ConfigError(f"profile {profile.name!r} {error}") from None
     configure_backends(profile.device)
     world = dist.get_world_size()
-    if profile.sync_batchnorm and world > 1 and profile.device != "gpu":  # torch's SyncBatchNorm is GPU-only
+    if syncs_batchnorm(profile, world) and profile.device != "gpu":  # torch's SyncBatchNorm is GPU-only
         raise ConfigError(f"profile {profile.name!r} synchronizes BatchNorm, which runs on GPUs only; set its "
                           f"sync_batchnorm to False to train on {world} CPU processes")
     if profile.global_batch_size % world:
@@ -384,10 +386,9 @@ def join_processes(profile: Profile) -> int:
     return world
 
 
-def batchnorm(spec: RunSpec, world: int) -> str:
-    """What the BatchNorm statistics cover: every process of the run, or each its own batch."""
-    synced = spec.profile.sync_batchnorm and world > 1
-    return f"synchronized over {world} processes" if synced else "per process"
+def syncs_batchnorm(profile: Profile, world: int) -> bool:
+    """Whether BatchNorm's statistics cover every process of the run (else each process's own batch)."""
+    return profile.sync_batchnorm and world > 1
 
 
 @dataclasses.dataclass
@@ -399,7 +400,7 @@ class RunData:
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader
     microbatch: int
-    description: dict[str, Any]  # what the run record keeps (segkit.runs.RunInfo's data)
+    description: DataInfo  # what the run record keeps of it
 
     @property
     def num_classes(self) -> int:
@@ -435,9 +436,9 @@ def build_data(spec: RunSpec, run_name: str, world: int, check_data: bool | None
     if len(train_loader) == 0:
         raise ConfigError(f"{root} has {len(train_set)} training images, fewer than one batch of "
                           f"{device_batch} per device; add images or use a smaller profile")
-    description = {"root": str(root.resolve()), "format": data_format, "train_images": len(train_set),
-                   "val_images": len(val_set), "num_classes": train_set.num_classes,
-                   "class_names": list(train_set.class_names)}
+    description = DataInfo(root=str(root.resolve()), format=data_format, train_images=len(train_set),
+                           val_images=len(val_set), num_classes=train_set.num_classes,
+                           class_names=list(train_set.class_names))
     return RunData(train_set, val_set, train_loader, val_loader, microbatch, description)
 
 
@@ -453,7 +454,7 @@ def build_trainer(spec: RunSpec, plan: Recipe, data: RunData, max_duration: Time
         # a resumed run takes its weights from the checkpoint: no download, no file needed
         weights=None if resuming else backbone_init(spec.backbone_weights, profile.backbone))
     module = apply_surgery(module, dataclasses.asdict(plan))  # before the checkpoint is checked against it
-    if profile.sync_batchnorm and dist.get_world_size() > 1:
+    if syncs_batchnorm(profile, dist.get_world_size()):
         module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
     loss = loss_for(plan)
     model = SegmentationModel(module, data.num_classes, torch.compile(loss) if profile.compile else loss)

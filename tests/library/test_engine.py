@@ -280,3 +280,12 @@ def test_train_takes_a_run_spec_and_says_how_to_build_one(tmp_path):
                                           r"segkit.run_spec\('mild', profile=..., data=...\)"):
         train("mild", save_folder=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_the_plan_a_run_trains_is_the_one_its_spec_computes_before_any_data_is_opened(tiny_run, scenes_root):
+    """The engine scales the recipe at its loader's steps per epoch; the notebooks' tables use the spec's count."""
+    import dataclasses
+
+    from tests.conftest import tiny_run_spec
+
+    assert tiny_run.run.info["plan"] == dataclasses.asdict(tiny_run_spec(scenes_root).scaled_recipe())
